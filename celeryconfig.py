@@ -1,0 +1,48 @@
+"""Celery settings for RaptorFlow Bus, as plain data (see DESIGN.md section 5
+for why each reliability setting is here). ``raptorbus_*`` keys are the bus's own."""
+
+# JSON only: pickle from a broker is remote code execution.
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+
+# Ack after the handler ran; requeue if the worker process dies mid-task.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+
+# The longest handler may run 10 minutes; the visibility timeout must exceed
+# that and the longest retry countdown, or the message is restored and run twice.
+task_time_limit = 600
+task_soft_time_limit = 570
+broker_transport_options = {
+    "visibility_timeout": 3600,
+    "queue_order_strategy": "priority",
+    "priority_steps": [0, 3, 6, 9],
+    "sep": ":",
+}
+task_default_priority = 6
+
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = 100
+
+task_ignore_result = True
+result_backend = None
+
+# Flower: task events on.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+worker_hijack_root_logger = False
+worker_redirect_stdouts = False
+worker_cancel_long_running_tasks_on_connection_loss = False
+
+raptorbus_max_retries = 3
+raptorbus_retry_base_seconds = 2.0
+raptorbus_retry_cap_seconds = 300.0
+raptorbus_retry_jitter = True
+# A done-record must outlive any redelivery: 2x the visibility timeout.
+raptorbus_dedup_ttl_seconds = 7200

@@ -1,0 +1,57 @@
+"""RaptorFlow Bus: typed events fanned out to guild workers over Celery and Kombu."""
+
+from raptorflow_bus.bus import Bus
+from raptorflow_bus.catalogue import Catalogue, EventSpec
+from raptorflow_bus.context import bus_context
+from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.default import default_bus, emit, get_bus
+from raptorflow_bus.envelope import Envelope, Priority
+from raptorflow_bus.errors import (
+    Backpressure,
+    BrokerUnavailable,
+    BusError,
+    ConfigurationError,
+    DeadLetterNotFound,
+    HandlerError,
+    InvalidEventType,
+    InvalidPayload,
+    MissingWorkspace,
+    PayloadTooLarge,
+    UnknownConsumer,
+    UnknownEventType,
+    Unroutable,
+)
+from raptorflow_bus.handlers import HandlerGroup
+from raptorflow_bus.settings import Settings
+from raptorflow_bus.topology import Channel, Consumer, Topology
+
+__all__ = [
+    "Backpressure",
+    "BrokerUnavailable",
+    "Bus",
+    "BusError",
+    "Catalogue",
+    "Channel",
+    "ConfigurationError",
+    "Consumer",
+    "DeadLetter",
+    "DeadLetterNotFound",
+    "Envelope",
+    "EventSpec",
+    "HandlerError",
+    "HandlerGroup",
+    "InvalidEventType",
+    "InvalidPayload",
+    "MissingWorkspace",
+    "PayloadTooLarge",
+    "Priority",
+    "Settings",
+    "Topology",
+    "UnknownConsumer",
+    "UnknownEventType",
+    "Unroutable",
+    "bus_context",
+    "default_bus",
+    "emit",
+    "get_bus",
+]

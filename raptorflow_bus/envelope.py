@@ -1,0 +1,73 @@
+"""The frozen message every event travels in. One shape for the wire, the logs
+and the dead-letter queue, so an event can be replayed exactly as it was sent."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """An emitted event. ``request_id`` is the API doc's name for the correlation id;
+    both are kept so consumers written against either name see the same value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: str
+    version: int = 1
+    payload: dict[str, Any]
+    priority: Priority = Priority.NORMAL
+    workspace_id: str | None = None
+    correlation_id: str
+    causation_id: str | None = None
+    request_id: str
+    source_agent_id: str | None = None
+    timestamp: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+
+    @field_validator("timestamp", "expires_at")
+    @classmethod
+    def _require_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware (UTC)")
+        return value.astimezone(UTC)
+
+    @field_serializer("timestamp", "expires_at")
+    def _iso(self, value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    @property
+    def routing_key(self) -> str:
+        return routing_key_for(self.type)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Envelope:
+        return cls.model_validate_json(data)
+
+
+ROUTING_KEY_PREFIX = "raptorflow.events."
+
+
+def routing_key_for(event_type: str) -> str:
+    return ROUTING_KEY_PREFIX + event_type

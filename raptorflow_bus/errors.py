@@ -1,0 +1,71 @@
+"""Errors the bus raises. Every one derives from ``BusError`` so callers can catch
+the whole family; the ones caused by a bad value also derive from ``ValueError``
+(or ``LookupError``) so generic validation code keeps working."""
+
+from __future__ import annotations
+
+
+class BusError(Exception):
+    """Base of every error the bus raises on bad input, bad configuration or outage."""
+
+
+class InvalidEventType(BusError, ValueError):
+    """The event type is not a valid dotted name (empty, wildcard, bad characters)."""
+
+
+class UnknownEventType(BusError, LookupError):
+    """The event type is not in the catalogue."""
+
+    def __init__(self, event_type: str, suggestions: list[str]) -> None:
+        hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(f"unknown event type {event_type!r}{hint}")
+        self.event_type = event_type
+        self.suggestions = suggestions
+
+
+class InvalidPayload(BusError, ValueError):
+    """The payload does not validate against its event's model."""
+
+
+class PayloadTooLarge(BusError, ValueError):
+    """The serialized envelope is larger than the configured limit."""
+
+
+class MissingWorkspace(BusError, ValueError):
+    """A workspace-scoped event was emitted with no workspace_id (argument or context)."""
+
+
+class Unroutable(BusError):
+    """No queue is bound to the event's routing key: publishing would silently drop it."""
+
+
+class Backpressure(BusError):
+    """A queue the event must reach is full; the event was published to no queue."""
+
+    def __init__(self, queue: str, depth: int, limit: int) -> None:
+        super().__init__(
+            f"queue {queue!r} is full ({depth} messages, limit {limit}); event not published"
+        )
+        self.queue = queue
+        self.depth = depth
+        self.limit = limit
+
+
+class BrokerUnavailable(BusError):
+    """The broker could not be reached; nothing was published."""
+
+
+class ConfigurationError(BusError, ValueError):
+    """The bus or routing configuration is inconsistent."""
+
+
+class UnknownConsumer(BusError, LookupError):
+    """A guild or consumer name that routing.py does not declare."""
+
+
+class DeadLetterNotFound(BusError, LookupError):
+    """No dead letter with that id."""
+
+
+class HandlerError(BusError):
+    """A handler registration is invalid (duplicate name, bad signature)."""

@@ -1,0 +1,130 @@
+"""One handler run as one Celery task: dedup, retention, retries and the final
+dead letter. Retries go back to the handler's own queue, never the exchange,
+so the other handlers of the event are not run again (trap 4)."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+
+from raptorflow_bus.context import handling
+from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.envelope import Envelope, utcnow
+from raptorflow_bus.logs import log
+
+if TYPE_CHECKING:
+    from raptorflow_bus.bus import Bus
+
+
+class HandlerTask(Task):  # type: ignore[type-arg]
+    """Base of every handler task; ``bus`` is bound per Bus when the task is made."""
+
+    bus: Bus
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    typing = False
+
+
+def run_handler(
+    task: HandlerTask,
+    envelope: dict[str, Any],
+    first_failed_at: str | None = None,
+    replay: bool = False,
+) -> str:
+    """Run the handler behind ``task`` for one event; returns what happened."""
+    bus = task.bus
+    spec = bus.handler(task.name)
+    env = Envelope.model_validate(envelope)
+    task_id: str = task.request.id
+    retries: int = task.request.retries or 0
+    attempt = retries + 1
+    counts = bus.metrics
+
+    if bus.store.is_done(task_id):
+        counts.incr(env.type, "duplicates")
+        log(logging.INFO, f"skipped duplicate run of {spec.task_name}", envelope=env, task_id=task_id)
+        return "duplicate"
+    if attempt == 1 and not replay:
+        if bus.is_expired(env, spec.consumer):
+            counts.incr(env.type, "expired")
+            log(logging.WARNING, f"expired before {spec.task_name} ran", envelope=env)
+            return "expired"
+        counts.incr(env.type, "delivered")
+
+    with handling(bus, env):
+        try:
+            payload = bus.catalogue.validate(env.type, env.payload)
+            spec.call(payload, env)
+        except Exception as exc:
+            now = utcnow()
+            first = first_failed_at or now.isoformat()
+            max_retries = task.max_retries if task.max_retries is not None else 0
+            if retries < max_retries:
+                countdown = bus.backoff.countdown(retries)
+                counts.incr(env.type, "failed", "retried")
+                log(
+                    logging.WARNING,
+                    f"{spec.task_name} failed (attempt {attempt} of {max_retries + 1}), "
+                    f"retrying in {countdown:.2f}s: {type(exc).__name__}: {exc}",
+                    envelope=env,
+                )
+                raise task.retry(
+                    exc=exc,
+                    countdown=countdown,
+                    queue=bus.topology.handler_queue(spec.consumer),
+                    kwargs={"envelope": envelope, "first_failed_at": first, "replay": replay},
+                ) from exc
+            _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)
+            counts.incr(env.type, "failed", "dead_lettered")
+            raise
+    bus.store.mark_done(task_id, bus.dedup_ttl)
+    counts.incr(env.type, "succeeded")
+    if replay and bus.store.dlq_remove([task_id]):
+        log(logging.INFO, f"replay of {spec.task_name} succeeded; left the DLQ", envelope=env)
+    return "ok"
+
+
+def _dead_letter(
+    bus: Bus,
+    handler: str,
+    guild: str,
+    env: Envelope,
+    exc: BaseException,
+    task_id: str,
+    attempt: int,
+    first_failed_at: str,
+    now: datetime,
+) -> None:
+    previous = bus.store.dlq_get(task_id)
+    letter = DeadLetter(
+        id=task_id,
+        envelope=env,
+        handler=handler,
+        guild=guild,
+        exception_type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        attempts=attempt + (previous.attempts if previous else 0),
+        first_failed_at=previous.first_failed_at if previous else first_failed_at,
+        last_failed_at=now,
+        replays=(previous.replays + 1) if previous else 0,
+    )
+    evicted = bus.store.dlq_put(letter, bus.topology.dlq_capacity)
+    log(
+        logging.ERROR,
+        f"{handler} failed {attempt} times; dead-lettered as {task_id}: "
+        f"{type(exc).__name__}: {exc}",
+        envelope=env,
+    )
+    if evicted:
+        log(
+            logging.WARNING,
+            f"DLQ over capacity {bus.topology.dlq_capacity}: evicted {len(evicted)} oldest",
+            envelope=env,
+            evicted=",".join(evicted),
+        )

@@ -1,0 +1,39 @@
+"""Every line of logger ``bus`` ends with the event's workspace, correlation and
+type, so one grep on a correlation id follows a request across processes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from raptorflow_bus.context import correlation_id_var, event_type_var, workspace_id_var
+from raptorflow_bus.envelope import Envelope
+
+logger = logging.getLogger("bus")
+
+
+def log(
+    level: int,
+    message: str,
+    *,
+    envelope: Envelope | None = None,
+    event_type: str | None = None,
+    **fields: Any,
+) -> None:
+    if not logger.isEnabledFor(level):
+        return
+    if envelope is not None:
+        ws, corr, etype = envelope.workspace_id, envelope.correlation_id, envelope.type
+    else:
+        ws, corr = workspace_id_var.get(), correlation_id_var.get()
+        etype = event_type or event_type_var.get()
+    extra = "".join(f" {k}={v}" for k, v in fields.items())
+    logger.log(
+        level,
+        "%s workspace_id=%s correlation_id=%s event_type=%s%s",
+        message,
+        ws or "-",
+        corr or "-",
+        etype or "-",
+        extra,
+    )

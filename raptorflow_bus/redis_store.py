@@ -1,0 +1,108 @@
+"""The Redis ``Store``: counters in one hash, dead letters in a hash plus a
+sorted index (oldest first, so capacity evicts the oldest atomically)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.store import Counts
+
+PREFIX = "raptorbus:"
+METRICS_KEY = PREFIX + "metrics"
+DLQ_ENTRIES_KEY = PREFIX + "dlq:entries"
+DLQ_INDEX_KEY = PREFIX + "dlq:index"
+DONE_PREFIX = PREFIX + "done:"
+FIELD_SEP = "|"
+
+_DLQ_PUT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+local evicted = {}
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  for i = 1, #popped, 2 do
+    redis.call('HDEL', KEYS[1], popped[i])
+    table.insert(evicted, popped[i])
+  end
+  redis.call('HINCRBY', KEYS[3], ARGV[5], #evicted)
+end
+return evicted
+"""
+
+
+def metric_field(scope: str, counter: str) -> str:
+    return f"{scope}{FIELD_SEP}{counter}"
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._dlq_put = client.register_script(_DLQ_PUT)
+
+    def is_done(self, task_id: str) -> bool:
+        return bool(self.client.exists(DONE_PREFIX + task_id))
+
+    def mark_done(self, task_id: str, ttl_seconds: int) -> None:
+        self.client.set(DONE_PREFIX + task_id, b"1", ex=ttl_seconds)
+
+    def incr(self, counts: Counts) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for (scope, counter), n in counts.items():
+            pipe.hincrby(METRICS_KEY, metric_field(scope, counter), n)
+        pipe.execute()
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        raw: dict[bytes, bytes] = self.client.hgetall(METRICS_KEY)
+        out: dict[tuple[str, str], int] = {}
+        for field, value in raw.items():
+            scope, _, counter = field.decode().rpartition(FIELD_SEP)
+            out[(scope, counter)] = int(value)
+        return out
+
+    def dlq_put(self, letter: DeadLetter, capacity: int) -> list[str]:
+        evicted: list[Any] = self._dlq_put(
+            keys=[DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY],
+            args=[
+                letter.id,
+                letter.model_dump_json(),
+                repr(time.time()),
+                capacity,
+                metric_field("dlq", "evicted"),
+            ],
+        )
+        return [e.decode() if isinstance(e, bytes) else str(e) for e in evicted]
+
+    def dlq_get(self, letter_id: str) -> DeadLetter | None:
+        raw = self.client.hget(DLQ_ENTRIES_KEY, letter_id)
+        return None if raw is None else DeadLetter.model_validate_json(raw)
+
+    def dlq_all(self) -> list[DeadLetter]:
+        ids: list[bytes] = self.client.zrange(DLQ_INDEX_KEY, 0, -1)
+        if not ids:
+            return []
+        raws = self.client.hmget(DLQ_ENTRIES_KEY, ids)
+        return [DeadLetter.model_validate_json(r) for r in raws if r is not None]
+
+    def dlq_remove(self, letter_ids: Iterable[str]) -> int:
+        ids = list(letter_ids)
+        if not ids:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(DLQ_ENTRIES_KEY, *ids)
+        pipe.zrem(DLQ_INDEX_KEY, *ids)
+        removed, _ = pipe.execute()
+        return int(removed)
+
+    def dlq_count(self) -> int:
+        return int(self.client.hlen(DLQ_ENTRIES_KEY))
+
+    def clear(self) -> None:
+        keys = list(self.client.scan_iter(match=PREFIX + "*", count=1000))
+        if keys:
+            self.client.delete(*keys)

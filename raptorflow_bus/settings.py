@@ -1,0 +1,88 @@
+"""Configuration read once from the environment into an explicit object, so a
+test or a second bus can be built with other values without touching os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from raptorflow_bus.errors import ConfigurationError
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+def _upstash_url(url: str, token: str | None) -> str:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        raise ConfigurationError(
+            "UPSTASH_REDIS_URL is Upstash's REST endpoint; the bus needs the Redis "
+            "endpoint (rediss://default:<token>@<host>:6379)"
+        )
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigurationError(f"UPSTASH_REDIS_URL has unsupported scheme {parts.scheme!r}")
+    if token and not parts.password:
+        netloc = f"default:{token}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+def broker_url_from_env(env: Mapping[str, str]) -> str | None:
+    """The configured broker, or None for the embedded one."""
+    for name in ("RAPTORBUS_BROKER_URL", "REDIS_URL"):
+        if env.get(name):
+            return env[name]
+    if env.get("UPSTASH_REDIS_URL"):
+        return _upstash_url(env["UPSTASH_REDIS_URL"], env.get("UPSTASH_REDIS_TOKEN"))
+    if env.get("UPSTASH_REDIS_TOKEN"):
+        raise ConfigurationError("UPSTASH_REDIS_TOKEN is set but UPSTASH_REDIS_URL is not")
+    return None
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
+    return urlunsplit(parts)
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "raptorbus"
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str | None = None
+    eager: bool = False
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    routing_module: str = "routing"
+    celery_config_module: str = "celeryconfig"
+    handler_modules: tuple[str, ...] = ("tasks",)
+    home: Path = field(default_factory=_default_home)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        try:
+            max_bytes = int(env.get("RAPTORBUS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES))
+        except ValueError:
+            raise ConfigurationError(
+                f"RAPTORBUS_MAX_PAYLOAD_BYTES must be an integer, "
+                f"got {env['RAPTORBUS_MAX_PAYLOAD_BYTES']!r}"
+            ) from None
+        handlers = env.get("RAPTORBUS_HANDLERS", "tasks")
+        return cls(
+            broker_url=broker_url_from_env(env),
+            eager=env.get("RAPTORBUS_EAGER", "") in ("1", "true", "yes"),
+            max_payload_bytes=max_bytes,
+            routing_module=env.get("RAPTORBUS_ROUTING", "routing"),
+            celery_config_module=env.get("RAPTORBUS_CELERY_CONFIG", "celeryconfig"),
+            handler_modules=tuple(m for m in handlers.split(",") if m),
+            home=Path(env["RAPTORBUS_HOME"]) if env.get("RAPTORBUS_HOME") else _default_home(),
+        )

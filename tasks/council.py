@@ -1,0 +1,39 @@
+"""Council of Lords: hears every channel, records directives, escalates errors."""
+
+import logging
+
+from raptorflow_bus import Envelope, HandlerGroup, emit
+from raptorflow_bus.events import (
+    AgentErrorPayload,
+    AlertCreatedPayload,
+    CouncilOfLordsDirectivePayload,
+    Severity,
+)
+from raptorflow_bus.logs import log
+
+handlers = HandlerGroup("council")
+
+
+@handlers.on("council.directive")
+def record_directive(directive: CouncilOfLordsDirectivePayload, envelope: Envelope) -> str:
+    log(
+        logging.INFO,
+        f"council directive {directive.directive_id} recorded: {directive.directive}",
+        envelope=envelope,
+        targets=",".join(directive.target_guilds),
+    )
+    return directive.directive_id
+
+
+@handlers.on("agent.error")
+def escalate_agent_error(error: AgentErrorPayload, envelope: Envelope) -> None:
+    emit(
+        "alert.created",
+        AlertCreatedPayload(
+            alert_id=f"alert-{envelope.id[:8]}",
+            severity=Severity.WARNING if error.recoverable else Severity.CRITICAL,
+            title=f"{error.component} failed",
+            message=error.error,
+            component=error.component,
+        ),
+    )
