@@ -10,7 +10,8 @@ accept_content = ["json"]
 # Ack after the handler ran; requeue if the worker process dies mid-task.
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
+task_acks_on_failure = True
+task_acks_on_timeout = True
 worker_prefetch_multiplier = 1
 
 # The longest handler may run 10 minutes; the visibility timeout must exceed

@@ -31,6 +31,7 @@ from raptorflow_bus.errors import (
     BusError,
     ConfigurationError,
     HandlerError,
+    InvalidEnvelope,
     InvalidPayload,
     MissingWorkspace,
     PayloadTooLarge,
@@ -48,6 +49,7 @@ from raptorflow_bus.store import Store
 from raptorflow_bus.topology import Topology
 
 HANDLER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PRIORITIES = frozenset([*Priority, *(p.value for p in Priority)])
 EventItem = tuple[str, Any] | Mapping[str, Any]
 
 
@@ -315,6 +317,10 @@ class Bus:
                 "bus_context(workspace_id=...)"
             )
         correlation = correlation_id or correlation_id_var.get()
+        if priority not in _PRIORITIES:
+            raise InvalidEnvelope(
+                f"priority {priority!r} is not one of {', '.join(p.value for p in Priority)}"
+            )
         try:
             envelope = Envelope(
                 type=event_type,
@@ -328,7 +334,7 @@ class Bus:
                 expires_at=expires_at,
             )
         except ValueError as exc:
-            raise InvalidPayload(f"invalid envelope for {event_type!r}: {exc}") from exc
+            raise InvalidEnvelope(f"invalid envelope for {event_type!r}: {exc}") from exc
         if not envelope.request_id:
             envelope = envelope.model_copy(update={"request_id": envelope.correlation_id})
         body = envelope.to_json()

@@ -27,6 +27,10 @@ class InvalidPayload(BusError, ValueError):
     """The payload does not validate against its event's model."""
 
 
+class InvalidEnvelope(BusError, ValueError):
+    """An envelope option (priority, ids, expiry) is invalid."""
+
+
 class PayloadTooLarge(BusError, ValueError):
     """The serialized envelope is larger than the configured limit."""
 

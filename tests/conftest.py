@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raptorflow_bus.embedded import EmbeddedRedis
+from tests.harness import EagerBackend, RedisBackend
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (the embedded broker) private to this test session."""
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("raptorbus-home")))
+    url = server.acquire()
+    yield url
+    server.release()
+
+
+@pytest.fixture(
+    params=["eager", pytest.param("redis", marks=pytest.mark.broker)],
+)
+def backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "eager":
+        return EagerBackend()
+    return RedisBackend(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def redis_backend(redis_url: str) -> RedisBackend:
+    return RedisBackend(redis_url)
+
+
+@pytest.fixture(autouse=True)
+def _bus_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bus")
