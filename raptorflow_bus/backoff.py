@@ -15,7 +15,8 @@ class Backoff:
 
     def countdown(self, retries: int, rng: random.Random | None = None) -> float:
         """Delay before retry number ``retries + 1``: base * 2**retries, plus up to 10%."""
-        delay = min(self.cap_seconds, self.base_seconds * (2**retries))
+        delay: float = min(self.cap_seconds, self.base_seconds * 2.0**retries)
         if self.jitter:
-            delay += (rng or random).uniform(0, delay * 0.1)
+            uniform = rng.uniform if rng is not None else random.uniform
+            delay += uniform(0.0, delay * 0.1)
         return min(delay, self.cap_seconds)

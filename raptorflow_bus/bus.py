@@ -98,7 +98,7 @@ class Bus:
         self._routes: dict[tuple[str, str], list[HandlerSpec]] = {}
         self._store = store
         self._publisher: Publisher | None = None
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis[bytes] | None = None
         self._embedded: EmbeddedRedis | None = None
         self._lock = threading.RLock()
         self.dlq = DeadLetterQueue(self)
@@ -136,7 +136,7 @@ class Bus:
             else:
                 log(logging.INFO, f"using broker {mask_url(url)}")
             self.broker_url = url
-            self.app.conf.broker_url = url
+            self.app.conf.update(broker_url=url)
             client = redis.Redis.from_url(url, health_check_interval=30)
             try:
                 client.ping()
@@ -159,7 +159,7 @@ class Bus:
                 self.topology.kombu_handler_queue(consumer)(channel).declare()
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> redis.Redis[bytes]:
         self.connect()
         if self._client is None:
             raise BusError("an eager bus has no Redis connection")
@@ -221,7 +221,7 @@ class Bus:
                 f"guild {guild!r} does not hear {event_type!r}: its queue is not bound to "
                 f"{routing_key_for(event_type)!r} (it is heard by {', '.join(hearing) or 'nobody'})"
             )
-        handler_name = name or getattr(handler, "__name__", "")
+        handler_name = str(name or getattr(handler, "__name__", ""))
         if not HANDLER_NAME_RE.match(handler_name):
             raise HandlerError(
                 f"handler name {handler_name!r} is not an identifier; pass name='...'"
@@ -345,9 +345,7 @@ class Bus:
                 f"{self.settings.max_payload_bytes} bytes"
             )
         if not self.topology.consumers_for(envelope.routing_key):
-            raise Unroutable(
-                f"no queue is bound to {envelope.routing_key!r}; it would be dropped"
-            )
+            raise Unroutable(f"no queue is bound to {envelope.routing_key!r}; it would be dropped")
         return envelope, body
 
     def emit(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
@@ -392,4 +390,3 @@ class Bus:
 
     def get_metrics(self) -> dict[str, Any]:
         return self.metrics.snapshot()
-

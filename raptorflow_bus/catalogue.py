@@ -48,10 +48,7 @@ class Catalogue:
         from raptorflow_bus.events import EVENT_TYPES
 
         return cls(
-            {
-                name: EventSpec(name, model, scoped)
-                for name, (model, scoped) in EVENT_TYPES.items()
-            }
+            {name: EventSpec(name, model, scoped) for name, (model, scoped) in EVENT_TYPES.items()}
         )
 
     def register(

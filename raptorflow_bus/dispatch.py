@@ -20,7 +20,9 @@ def handler_task_id(event_id: str, task_name: str) -> str:
     return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task_name}"))
 
 
-def dispatch(bus: Bus, envelope: Envelope, consumer: str, data: dict[str, Any] | None = None) -> int:
+def dispatch(
+    bus: Bus, envelope: Envelope, consumer: str, data: dict[str, Any] | None = None
+) -> int:
     """Queue the handlers ``consumer`` has for this event; returns how many."""
     specs = bus.handlers_for(consumer, envelope.type)
     if not specs:

@@ -73,7 +73,9 @@ class DeadLetterQueue:
         """Queue the failed handler again; returns the task id (the letter's id)."""
         letter = self.get(letter_id)
         if letter.envelope is None:
-            raise BusError(f"dead letter {letter_id!r} holds a malformed message; nothing to replay")
+            raise BusError(
+                f"dead letter {letter_id!r} holds a malformed message; nothing to replay"
+            )
         bus = self._bus
         kwargs = {"envelope": letter.envelope.model_dump(mode="json"), "replay": True}
         queue = bus.topology.handler_queue(letter.guild)

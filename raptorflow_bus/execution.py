@@ -40,14 +40,19 @@ def run_handler(
     bus = task.bus
     spec = bus.handler(task.name)
     env = Envelope.model_validate(envelope)
-    task_id: str = task.request.id
+    task_id = str(task.request.id)
     retries: int = task.request.retries or 0
     attempt = retries + 1
     counts = bus.metrics
 
     if bus.store.is_done(task_id):
         counts.incr(env.type, "duplicates")
-        log(logging.INFO, f"skipped duplicate run of {spec.task_name}", envelope=env, task_id=task_id)
+        log(
+            logging.INFO,
+            f"skipped duplicate run of {spec.task_name}",
+            envelope=env,
+            task_id=task_id,
+        )
         return "duplicate"
     if attempt == 1 and not replay:
         if bus.is_expired(env, spec.consumer):

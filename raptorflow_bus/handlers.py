@@ -77,7 +77,9 @@ class HandlerGroup:
         self.guild = guild
         self.subscriptions: list[Subscription] = []
 
-    def on(self, *event_types: str, name: str | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
+    def on(
+        self, *event_types: str, name: str | None = None
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
         if not event_types:
             raise HandlerError("HandlerGroup.on needs at least one event type")
 
@@ -93,4 +95,6 @@ class HandlerGroup:
 
 
 def make_spec(name: str, consumer: str, func: HandlerFunc) -> HandlerSpec:
-    return HandlerSpec(name=name, consumer=consumer, func=func, wants_envelope=_wants_envelope(func))
+    return HandlerSpec(
+        name=name, consumer=consumer, func=func, wants_envelope=_wants_envelope(func)
+    )

@@ -22,6 +22,9 @@ def log(
 ) -> None:
     if not logger.isEnabledFor(level):
         return
+    ws: str | None
+    corr: str | None
+    etype: str | None
     if envelope is not None:
         ws, corr, etype = envelope.workspace_id, envelope.correlation_id, envelope.type
     else:

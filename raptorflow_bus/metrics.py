@@ -42,6 +42,9 @@ class Metrics:
             for counter, value in counts.items():
                 totals[counter] = totals.get(counter, 0) + value
         dlq = {"depth": self._store.dlq_count(), "evicted": extra.get("dlq", {}).get("evicted", 0)}
-        return {"events": events, "totals": totals, "dlq": dlq, **{
-            k: v for k, v in extra.items() if k != "dlq"
-        }}
+        return {
+            "events": events,
+            "totals": totals,
+            "dlq": dlq,
+            **{k: v for k, v in extra.items() if k != "dlq"},
+        }

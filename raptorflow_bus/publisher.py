@@ -80,7 +80,7 @@ def kombu_message(body: str, queue: str, priority: int) -> str:
 
 
 class RedisPublisher:
-    def __init__(self, client: redis.Redis, topology: Topology) -> None:
+    def __init__(self, client: redis.Redis[bytes], topology: Topology) -> None:
         self._topology = topology
         self._script = client.register_script(_PUBLISH)
 

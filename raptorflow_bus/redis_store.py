@@ -41,7 +41,7 @@ def metric_field(scope: str, counter: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
         self._dlq_put = client.register_script(_DLQ_PUT)
 

@@ -145,13 +145,11 @@ class Topology:
         """The longest retention among the channels through which ``consumer`` hears it."""
         heard = set(self.consumer(consumer).channels)
         hours = [
-            self.channels[ch].retention_hours
-            for ch in self.channels_for(event_type)
-            if ch in heard
+            self.channels[ch].retention_hours for ch in self.channels_for(event_type) if ch in heard
         ]
-        return timedelta(hours=max(hours, default=max(
-            c.retention_hours for c in self.channels.values()
-        )))
+        return timedelta(
+            hours=max(hours, default=max(c.retention_hours for c in self.channels.values()))
+        )
 
     def max_length(self, consumer: str) -> int:
         return max(self.channels[ch].max_queue_length for ch in self.consumer(consumer).channels)

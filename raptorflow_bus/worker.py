@@ -49,7 +49,7 @@ def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.Consum
     for name in consumers:
         bus.topology.consumer(name)
 
-    class EventDispatch(bootsteps.ConsumerStep):  # type: ignore[misc]
+    class EventDispatch(bootsteps.ConsumerStep):
         name = "raptorbus.EventDispatch"
 
         def get_consumers(self, channel: Any) -> list[Consumer]:

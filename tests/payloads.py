@@ -13,7 +13,10 @@ VALID: dict[str, dict[str, Any]] = {
     "signal.detected": {"signal_id": "s-1", "source": "news", "topic": "ai", "strength": 0.9},
     "insight.generated": {"insight_id": "i-1", "title": "AI", "body": "up", "confidence": 0.7},
     "resource.allocation_requested": {
-        "request_id": "r-1", "resource_type": "gpu", "amount": 4, "requested_by": "MAT-1",
+        "request_id": "r-1",
+        "resource_type": "gpu",
+        "amount": 4,
+        "requested_by": "MAT-1",
     },
     "alert.created": {"alert_id": "a-1", "severity": "warning", "title": "t", "message": "m"},
     "workspace.updated": {"field": "plan", "old_value": "free", "new_value": "pro"},

@@ -82,8 +82,18 @@ def test_a_handler_that_always_fails_runs_4_times_and_lands_in_the_dlq_once(back
         assert letter.first_failed_at < letter.last_failed_at
         assert (letter.workspace_id, letter.correlation_id) == ("ws-9", "corr-9")
         counts = bus.get_metrics()["events"]["signal.detected"]
-        assert counts | {"published": 1, "delivered": 1, "failed": 4, "retried": 3,
-                         "dead_lettered": 1, "succeeded": 0} == counts
+        assert (
+            counts
+            | {
+                "published": 1,
+                "delivered": 1,
+                "failed": 4,
+                "retried": 3,
+                "dead_lettered": 1,
+                "succeeded": 0,
+            }
+            == counts
+        )
 
 
 def test_a_handler_failing_twice_then_succeeding_leaves_no_dead_letter(backend: Any) -> None:
@@ -199,7 +209,9 @@ def test_the_dlq_keeps_its_capacity_by_evicting_the_oldest(backend: Any, caplog:
         assert any("evicted 1 oldest" in r.getMessage() for r in caplog.records)
 
 
-def test_context_reaches_the_handler_the_logs_and_the_dead_letter(backend: Any, caplog: Any) -> None:
+def test_context_reaches_the_handler_the_logs_and_the_dead_letter(
+    backend: Any, caplog: Any
+) -> None:
     calls = Recorder()
     with backend.bus() as bus:
         bus.subscribe("signal.detected", calls.handler("seen"), guild="research")
@@ -207,21 +219,29 @@ def test_context_reaches_the_handler_the_logs_and_the_dead_letter(backend: Any, 
         with backend.running(bus):
             with bus_context(workspace_id="ws-ctx", correlation_id="corr-ctx"):
                 bus.emit("signal.detected", SIGNAL)
-                explicit = bus.emit("signal.detected", SIGNAL, workspace_id="ws-x",
-                                    correlation_id="corr-x")
+                explicit = bus.emit(
+                    "signal.detected", SIGNAL, workspace_id="ws-x", correlation_id="corr-x"
+                )
             backend.settle(bus, lambda: bus.dlq.count() == 2)
         seen = [c[2] for c in calls.calls if c[0] == "seen"]
         assert {(e.workspace_id, e.correlation_id, e.request_id) for e in seen} == {
-            ("ws-ctx", "corr-ctx", "corr-ctx"), ("ws-x", "corr-x", "corr-x")}
+            ("ws-ctx", "corr-ctx", "corr-ctx"),
+            ("ws-x", "corr-x", "corr-x"),
+        }
         assert explicit.workspace_id == "ws-x"
         letters = {(d.workspace_id, d.correlation_id) for d in bus.dlq.list()}
         assert letters == {("ws-ctx", "corr-ctx"), ("ws-x", "corr-x")}
         bus_lines = [r.getMessage() for r in caplog.records if r.name == "bus"]
         assert bus_lines
-        assert all("workspace_id=" in m and "correlation_id=" in m and "event_type=" in m
-                   for m in bus_lines)
-        assert any("workspace_id=ws-ctx correlation_id=corr-ctx event_type=signal.detected"
-                   in m and "dead-lettered" in m for m in bus_lines)
+        assert all(
+            "workspace_id=" in m and "correlation_id=" in m and "event_type=" in m
+            for m in bus_lines
+        )
+        assert any(
+            "workspace_id=ws-ctx correlation_id=corr-ctx event_type=signal.detected" in m
+            and "dead-lettered" in m
+            for m in bus_lines
+        )
 
 
 def test_an_event_emitted_by_a_handler_carries_correlation_and_causation(backend: Any) -> None:
@@ -239,7 +259,7 @@ def test_an_event_emitted_by_a_handler_carries_correlation_and_causation(backend
         with backend.running(bus):
             cause = bus.emit("signal.detected", SIGNAL, workspace_id="ws-7", correlation_id="c-7")
             backend.settle(bus, lambda: calls.count("muse") == 1)
-        effect = [c[2] for c in calls.calls if c[0] == "muse"][0]
+        effect = next(c[2] for c in calls.calls if c[0] == "muse")
         assert effect.correlation_id == "c-7"
         assert effect.workspace_id == "ws-7"
         assert effect.causation_id == cause.id
@@ -254,8 +274,13 @@ BAD_INPUTS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
     ("signal.detected", {**SIGNAL, "strength": 7}, {}, InvalidPayload, "strength"),
     ("signal.detected", {**SIGNAL, "extra": 1}, {}, InvalidPayload, "extra"),
     ("signal.detected", {"signal_id": "s"}, {}, InvalidPayload, "source"),
-    ("signal.detected", {**SIGNAL, "summary": "x" * 3_000}, {"max": 2_048}, PayloadTooLarge,
-     "over the limit of 2048 bytes"),
+    (
+        "signal.detected",
+        {**SIGNAL, "summary": "x" * 3_000},
+        {"max": 2_048},
+        PayloadTooLarge,
+        "over the limit of 2048 bytes",
+    ),
     ("signal.detected", SIGNAL, {"no_ws": True}, MissingWorkspace, "workspace-scoped"),
     ("signal.detected", SIGNAL, {"priority": "urgent"}, InvalidEnvelope, "priority 'urgent'"),
 ]
@@ -263,8 +288,12 @@ BAD_INPUTS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
 
 @pytest.mark.parametrize(("event_type", "payload", "opts", "error", "message"), BAD_INPUTS)
 def test_bad_input_raises_a_named_bus_error_and_publishes_nothing(
-    backend: Any, event_type: str, payload: Any, opts: dict[str, Any],
-    error: type[Exception], message: str,
+    backend: Any,
+    event_type: str,
+    payload: Any,
+    opts: dict[str, Any],
+    error: type[Exception],
+    message: str,
 ) -> None:
     calls = Recorder()
     settings = Settings(max_payload_bytes=opts.get("max", 256 * 1024))
@@ -294,11 +323,14 @@ def test_emit_many_is_all_or_nothing(backend: Any) -> None:
         bus.subscribe("signal.detected", calls.handler("batch"), guild="research")
         with backend.running(bus):
             with pytest.raises(InvalidPayload):
-                bus.emit_many([("signal.detected", SIGNAL), ("signal.detected", {})],
-                              workspace_id="w")
+                bus.emit_many(
+                    [("signal.detected", SIGNAL), ("signal.detected", {})], workspace_id="w"
+                )
             sent = bus.emit_many(
-                [("signal.detected", SIGNAL), {"type": "signal.detected", "payload": SIGNAL,
-                                               "priority": "high"}],
+                [
+                    ("signal.detected", SIGNAL),
+                    {"type": "signal.detected", "payload": SIGNAL, "priority": "high"},
+                ],
                 workspace_id="w",
             )
             backend.settle(bus, lambda: calls.count("batch") == 2)
@@ -318,14 +350,18 @@ def test_async_publish_returns_the_envelope_it_sent(backend: Any) -> None:
             async def go() -> Any:
                 with bus_context(workspace_id="ws-123"):
                     return await bus.publish(
-                        "agent.task_started", {"agent_id": "RES-001", "task_type": "research"},
+                        "agent.task_started",
+                        {"agent_id": "RES-001", "task_type": "research"},
                         correlation_id="corr-456",
                     )
 
             sent = asyncio.run(go())
             backend.settle(bus, lambda: calls.count("started") == 1)
         assert (sent.workspace_id, sent.correlation_id, sent.type) == (
-            "ws-123", "corr-456", "agent.task_started")
+            "ws-123",
+            "corr-456",
+            "agent.task_started",
+        )
         assert calls.calls[0][2] == sent
 
 
