@@ -1,7 +1,7 @@
 """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more.
 
-Kombu's Redis transport matches with a regex that differs at the edges (its ``*``
-can span several words and its ``a.#`` needs at least one word after ``a``). The
+Kombu's Redis transport matches with a regex that differs at the edges of ``#``
+(its ``a.#`` does not match ``a``, nor ``a.#.c`` match ``a.c``). The
 bus computes fan-out itself with these AMQP rules, which RabbitMQ also follows,
 and routing.py is written so that both agree on every catalogued key (tested)."""
 
