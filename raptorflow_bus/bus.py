@@ -60,6 +60,8 @@ def make_celery_app(settings: Settings, overrides: Mapping[str, Any] | None) -> 
         app.conf.update(
             task_always_eager=True, task_eager_propagates=False, task_store_eager_result=False
         )
+    if settings.retry_base_seconds is not None:
+        app.conf.update(raptorbus_retry_base_seconds=settings.retry_base_seconds)
     if overrides:
         app.conf.update(overrides)
     return app

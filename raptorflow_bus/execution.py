@@ -46,7 +46,7 @@ def run_handler(
     counts = bus.metrics
 
     if bus.store.is_done(task_id):
-        counts.incr(env.type, "duplicates")
+        counts.incr(env.type, "duplicates", handler=spec.task_name)
         log(
             logging.INFO,
             f"skipped duplicate run of {spec.task_name}",
@@ -56,10 +56,10 @@ def run_handler(
         return "duplicate"
     if attempt == 1 and not replay:
         if bus.is_expired(env, spec.consumer):
-            counts.incr(env.type, "expired")
+            counts.incr(env.type, "expired", handler=spec.task_name)
             log(logging.WARNING, f"expired before {spec.task_name} ran", envelope=env)
             return "expired"
-        counts.incr(env.type, "delivered")
+        counts.incr(env.type, "delivered", handler=spec.task_name)
 
     with handling(bus, env):
         try:
@@ -71,7 +71,7 @@ def run_handler(
             max_retries = task.max_retries if task.max_retries is not None else 0
             if retries < max_retries:
                 countdown = bus.backoff.countdown(retries)
-                counts.incr(env.type, "failed", "retried")
+                counts.incr(env.type, "failed", "retried", handler=spec.task_name)
                 log(
                     logging.WARNING,
                     f"{spec.task_name} failed (attempt {attempt} of {max_retries + 1}), "
@@ -85,10 +85,10 @@ def run_handler(
                     kwargs={"envelope": envelope, "first_failed_at": first, "replay": replay},
                 ) from exc
             _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)
-            counts.incr(env.type, "failed", "dead_lettered")
+            counts.incr(env.type, "failed", "dead_lettered", handler=spec.task_name)
             raise
     bus.store.mark_done(task_id, bus.dedup_ttl)
-    counts.incr(env.type, "succeeded")
+    counts.incr(env.type, "succeeded", handler=spec.task_name)
     if replay and bus.store.dlq_remove([task_id]):
         log(logging.INFO, f"replay of {spec.task_name} succeeded; left the DLQ", envelope=env)
     return "ok"

@@ -19,20 +19,29 @@ COUNTERS: tuple[str, ...] = (
     "duplicates",
 )
 GLOBAL_SCOPES = frozenset({"dlq", "dispatch"})
+HANDLER_SCOPE = "handler:"
 
 
 class Metrics:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def incr(self, event_type: str, *counters: str, n: int = 1) -> None:
-        self._store.incr({(event_type, c): n for c in counters})
+    def incr(self, event_type: str, *counters: str, handler: str | None = None) -> None:
+        counts = {(event_type, c): 1 for c in counters}
+        if handler is not None:
+            counts.update({(HANDLER_SCOPE + handler, c): 1 for c in counters})
+        self._store.incr(counts)
 
     def snapshot(self) -> dict[str, Any]:
         raw = self._store.counters()
         events: dict[str, dict[str, int]] = {}
         extra: dict[str, dict[str, int]] = {}
+        handlers: dict[str, dict[str, int]] = {}
         for (scope, counter), value in sorted(raw.items()):
+            if scope.startswith(HANDLER_SCOPE):
+                name = scope[len(HANDLER_SCOPE) :]
+                handlers.setdefault(name, dict.fromkeys(COUNTERS[1:], 0))[counter] = value
+                continue
             if scope in GLOBAL_SCOPES:
                 extra.setdefault(scope, {})[counter] = value
                 continue
@@ -42,9 +51,5 @@ class Metrics:
             for counter, value in counts.items():
                 totals[counter] = totals.get(counter, 0) + value
         dlq = {"depth": self._store.dlq_count(), "evicted": extra.get("dlq", {}).get("evicted", 0)}
-        return {
-            "events": events,
-            "totals": totals,
-            "dlq": dlq,
-            **{k: v for k, v in extra.items() if k != "dlq"},
-        }
+        rest = {k: v for k, v in extra.items() if k != "dlq"}
+        return {"events": events, "handlers": handlers, "totals": totals, "dlq": dlq, **rest}

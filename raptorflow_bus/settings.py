@@ -64,6 +64,7 @@ class Settings:
     routing_module: str = "routing"
     celery_config_module: str = "celeryconfig"
     handler_modules: tuple[str, ...] = ("tasks",)
+    retry_base_seconds: float | None = None
     home: Path = field(default_factory=_default_home)
 
     @classmethod
@@ -77,6 +78,13 @@ class Settings:
                 f"got {env['RAPTORBUS_MAX_PAYLOAD_BYTES']!r}"
             ) from None
         handlers = env.get("RAPTORBUS_HANDLERS", "tasks")
+        retry_base = env.get("RAPTORBUS_RETRY_BASE_SECONDS")
+        try:
+            retry_base_seconds = float(retry_base) if retry_base else None
+        except ValueError:
+            raise ConfigurationError(
+                f"RAPTORBUS_RETRY_BASE_SECONDS must be a number, got {retry_base!r}"
+            ) from None
         return cls(
             broker_url=broker_url_from_env(env),
             eager=env.get("RAPTORBUS_EAGER", "") in ("1", "true", "yes"),
@@ -84,5 +92,6 @@ class Settings:
             routing_module=env.get("RAPTORBUS_ROUTING", "routing"),
             celery_config_module=env.get("RAPTORBUS_CELERY_CONFIG", "celeryconfig"),
             handler_modules=tuple(m for m in handlers.split(",") if m),
+            retry_base_seconds=retry_base_seconds,
             home=Path(env["RAPTORBUS_HOME"]) if env.get("RAPTORBUS_HOME") else _default_home(),
         )

@@ -14,6 +14,7 @@ from typing import Any
 from celery.contrib.testing.worker import start_worker
 
 from raptorflow_bus import Bus, Settings, Topology
+from raptorflow_bus.queues import is_idle
 from raptorflow_bus.testing import eager_bus
 from raptorflow_bus.topology import PRIORITY_STEPS, priority_list
 from raptorflow_bus.worker import make_event_step
@@ -140,10 +141,7 @@ class RedisBackend:
             for q in bus.topology.all_queue_names()
         }
 
-    def idle(self, bus: Bus) -> bool:
-        return sum(self.queue_depths(bus).values()) == 0 and bus.redis.hlen("unacked") == 0
-
     def settle(self, bus: Bus, predicate: Callable[[], bool] | None = None) -> None:
         if predicate is not None:
             wait_until(predicate, what="expected outcome")
-        wait_until(lambda: self.idle(bus) and self.idle(bus), what="queues to drain")
+        wait_until(lambda: is_idle(bus) and is_idle(bus), what="queues to drain")

@@ -1,0 +1,67 @@
+"""Reading queue state straight from Redis: what Flower does not show (flower#1173)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from raptorflow_bus.envelope import utcnow
+from raptorflow_bus.topology import PRIORITY_STEPS, priority_list
+
+if TYPE_CHECKING:
+    from raptorflow_bus.bus import Bus
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    depth: int
+    oldest_age_seconds: float | None
+
+
+def _timestamp(raw: bytes) -> datetime | None:
+    """The envelope timestamp inside a Kombu message (event or handler task)."""
+    try:
+        message = json.loads(raw)
+        body: Any = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        data = json.loads(body)
+        if isinstance(data, list):  # Celery protocol 2: [args, kwargs, embed]
+            data = data[1]["envelope"]
+        return datetime.fromisoformat(data["timestamp"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def queue_state(bus: Bus, queue: str) -> QueueState:
+    client = bus.redis
+    pipe = client.pipeline(transaction=False)
+    keys = [priority_list(queue, step) for step in PRIORITY_STEPS]
+    for key in keys:
+        pipe.llen(key)
+    for key in keys:
+        pipe.lindex(key, -1)
+    results = pipe.execute()
+    depth = sum(int(n) for n in results[: len(keys)])
+    stamps = [t for raw in results[len(keys) :] if raw and (t := _timestamp(raw)) is not None]
+    age = (utcnow() - min(stamps)).total_seconds() if stamps else None
+    return QueueState(queue, depth, age)
+
+
+def all_queue_states(bus: Bus) -> list[QueueState]:
+    return [queue_state(bus, q) for q in bus.topology.all_queue_names()]
+
+
+UNACKED_KEY = "unacked"
+
+
+def is_idle(bus: Bus) -> bool:
+    """No message waiting in any queue and none delivered but unacked (running,
+    or held by a worker for a delayed retry)."""
+    if any(q.depth for q in all_queue_states(bus)):
+        return False
+    return int(bus.redis.hlen(UNACKED_KEY)) == 0
