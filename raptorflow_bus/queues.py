@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -59,9 +60,13 @@ def all_queue_states(bus: Bus) -> list[QueueState]:
 UNACKED_KEY = "unacked"
 
 
-def is_idle(bus: Bus) -> bool:
-    """No message waiting in any queue and none delivered but unacked (running,
-    or held by a worker for a delayed retry)."""
-    if any(q.depth for q in all_queue_states(bus)):
+def is_idle(bus: Bus, consumers: Sequence[str] | None = None) -> bool:
+    """No message waiting in the consumers' queues and none delivered but unacked
+    (running, or held by a worker for a delayed retry)."""
+    names = bus.topology.consumers if consumers is None else consumers
+    queues = [
+        q for c in names for q in (bus.topology.event_queue(c), bus.topology.handler_queue(c))
+    ]
+    if any(queue_state(bus, q).depth for q in queues):
         return False
     return int(bus.redis.hlen(UNACKED_KEY)) == 0

@@ -86,6 +86,7 @@ class RedisBackend:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.consumers: list[str] | None = None
 
     @contextmanager
     def bus(
@@ -122,6 +123,7 @@ class RedisBackend:
         concurrency: int = 4,
     ) -> Iterator[None]:
         names = list(consumers or bus.topology.consumers)
+        self.consumers = names
         bus.app.steps["consumer"].add(make_event_step(bus, names))
         with start_worker(
             bus.app,
@@ -144,4 +146,7 @@ class RedisBackend:
     def settle(self, bus: Bus, predicate: Callable[[], bool] | None = None) -> None:
         if predicate is not None:
             wait_until(predicate, what="expected outcome")
-        wait_until(lambda: is_idle(bus) and is_idle(bus), what="queues to drain")
+        wait_until(
+            lambda: is_idle(bus, self.consumers) and is_idle(bus, self.consumers),
+            what="queues to drain",
+        )
