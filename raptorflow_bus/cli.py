@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 aborted or failed, 2 bad input, 3 broker unreachable,
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from raptorflow_bus.bus import Bus
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.errors import BrokerUnavailable, BusError, DeadLetterNotFound
 from raptorflow_bus.queues import all_queue_states
+from raptorflow_bus.settings import Settings
+from raptorflow_bus.topology import Topology
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BROKER, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -114,6 +117,10 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
+    if args.markdown:
+        routing = importlib.import_module(Settings.from_env().routing_module)
+        print(Topology.from_module(routing).markdown())
+        return EXIT_OK
     with open_bus() as bus:
         topo = bus.topology
         depths = {q.name: q.depth for q in all_queue_states(bus)}
@@ -398,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topology", help="channels, bindings, queues and live depth")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="the routing table, no broker")
     p.set_defaults(func=cmd_topology)
 
     p = sub.add_parser("stats", help="per guild: depth, oldest message, rates, DLQ depth")

@@ -167,6 +167,22 @@ class Topology:
             q for c in self.consumers for q in (self.event_queue(c), self.handler_queue(c))
         )
 
+    def markdown(self) -> str:
+        """The routing table as the README shows it (tested to stay in sync)."""
+        lines = [
+            "| channel | binding patterns (`raptorflow.events.` omitted) | retention | "
+            "max queue | heard by |",
+            "|---|---|---|---|---|",
+        ]
+        for ch in self.channels.values():
+            heard = [c.name for c in self.consumers.values() if ch.name in c.channels]
+            patterns = ", ".join(f"`{p.removeprefix(ROUTING_KEY_PREFIX)}`" for p in ch.patterns)
+            lines.append(
+                f"| {ch.name} | {patterns} | {ch.retention_hours:g} h | "
+                f"{ch.max_queue_length:,} | {', '.join(heard)} |"
+            )
+        return "\n".join(lines)
+
     @cached_property
     def kombu_exchange(self) -> Exchange:
         return Exchange(self.exchange, type="topic", durable=True)

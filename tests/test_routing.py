@@ -96,3 +96,11 @@ def test_on_every_routing_key_we_emit_our_matcher_and_kombus_agree() -> None:
         key = routing_key_for(event_type)
         for pattern in patterns:
             assert topic_matches(pattern, key) == kombu_matches(pattern, key), (pattern, key)
+
+
+def test_the_readme_routing_table_is_generated_from_routing_py() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- routing-table -->\n")[1].split("\n<!-- /routing-table -->")[0]
+    assert block == TOPOLOGY.markdown()
