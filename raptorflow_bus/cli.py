@@ -371,6 +371,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 # up ------------------------------------------------------------------------
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raptorflow_bus.demo import run_demo
+
+    with open_bus() as bus:
+        return run_demo(bus, args.seconds)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from raptorflow_bus.supervisor import run_up
 
@@ -441,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         q.add_argument("--json", action="store_true")
     dlq.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("demo", help="drive the demo agent run against running workers")
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("up", help="broker, five guild workers and Flower, supervised")
     p.add_argument("--demo", action="store_true", help="drive a demo flow and exit")

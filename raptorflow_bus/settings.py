@@ -13,6 +13,24 @@ from raptorflow_bus.errors import ConfigurationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
+# Every environment variable the bus and its CLI read (docker-compose is tested against it).
+ENV_VARS = frozenset(
+    {
+        "RAPTORBUS_BROKER_URL",
+        "REDIS_URL",
+        "UPSTASH_REDIS_URL",
+        "UPSTASH_REDIS_TOKEN",
+        "RAPTORBUS_EAGER",
+        "RAPTORBUS_MAX_PAYLOAD_BYTES",
+        "RAPTORBUS_ROUTING",
+        "RAPTORBUS_CELERY_CONFIG",
+        "RAPTORBUS_HANDLERS",
+        "RAPTORBUS_HOME",
+        "RAPTORBUS_RETRY_BASE_SECONDS",
+        "FLOWER_BASIC_AUTH",
+    }
+)
+
 
 def _upstash_url(url: str, token: str | None) -> str:
     parts = urlsplit(url)
@@ -31,9 +49,9 @@ def _upstash_url(url: str, token: str | None) -> str:
 
 def broker_url_from_env(env: Mapping[str, str]) -> str | None:
     """The configured broker, or None for the embedded one."""
-    for name in ("RAPTORBUS_BROKER_URL", "REDIS_URL"):
-        if env.get(name):
-            return env[name]
+    explicit = env.get("RAPTORBUS_BROKER_URL") or env.get("REDIS_URL")
+    if explicit:
+        return explicit
     if env.get("UPSTASH_REDIS_URL"):
         return _upstash_url(env["UPSTASH_REDIS_URL"], env.get("UPSTASH_REDIS_TOKEN"))
     if env.get("UPSTASH_REDIS_TOKEN"):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import bootsteps
+from celery.utils.nodenames import host_format
 from kombu import Consumer, Message
 from pydantic import ValidationError
 
@@ -100,7 +101,7 @@ def build_worker(
     bus.connect()
     bus.app.steps["consumer"].add(make_event_step(bus, consumers))
     return bus.app.Worker(
-        hostname=hostname or f"{'+'.join(consumers)}@%h",
+        hostname=host_format(hostname or f"{'+'.join(consumers)}@%h"),
         queues=[bus.topology.handler_queue(c) for c in consumers],
         pool=pool,
         concurrency=concurrency,

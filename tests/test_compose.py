@@ -1,0 +1,65 @@
+"""There is no Docker here, so docker-compose.yml is checked as data: every
+command is a valid raptorbus invocation, every variable is one the code reads,
+and every consumer of routing.py has a worker."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import routing
+from raptorflow_bus.cli import build_parser
+from raptorflow_bus.settings import ENV_VARS
+
+ROOT = Path(__file__).parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+BUS_SERVICES = {name: s for name, s in SERVICES.items() if name != "redis"}
+
+
+@pytest.mark.parametrize("name", sorted(BUS_SERVICES))
+def test_each_service_runs_a_valid_raptorbus_command_from_the_repo_image(name: str) -> None:
+    service = BUS_SERVICES[name]
+    command = service["command"]
+    assert command[0] == "raptorbus"
+    build_parser().parse_args(command[1:])
+    assert service["build"] == "." and (ROOT / "Dockerfile").exists()
+    assert service["image"] == "raptorflow-bus:latest"
+
+
+@pytest.mark.parametrize("name", sorted(BUS_SERVICES))
+def test_each_environment_variable_is_one_the_code_reads(name: str) -> None:
+    assert set(BUS_SERVICES[name]["environment"]) <= ENV_VARS
+    assert "REDIS_URL" in BUS_SERVICES[name]["environment"]
+
+
+def test_every_consumer_of_routing_py_has_exactly_one_worker() -> None:
+    workers = [s["command"][2] for s in BUS_SERVICES.values() if s["command"][1] == "worker"]
+    assert sorted(workers) == sorted(c.name for c in routing.CONSUMERS)
+
+
+def test_redis_is_durable_and_never_evicts() -> None:
+    redis = SERVICES["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    for service in BUS_SERVICES.values():
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_flower_requires_credentials() -> None:
+    auth = SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert auth.startswith("${FLOWER_BASIC_AUTH:?")
+
+
+def test_every_listed_variable_is_really_read_by_the_code() -> None:
+    import inspect
+    import re
+
+    from raptorflow_bus import cli, settings
+
+    source = "".join(inspect.getsource(m) for m in (settings, cli))
+    for var in ENV_VARS:
+        assert re.search(rf'(get\(|\[)"{var}"', source), var
