@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from raptorflow_bus import Bus, DeadLetter, Settings
+from raptorflow_bus.embedded import free_port
 from raptorflow_bus.envelope import Envelope, utcnow
 from raptorflow_bus.queues import queue_state
 from tests.harness import wait_until
@@ -282,3 +283,89 @@ def test_up_restarts_a_killed_worker_and_its_queued_events_are_handled(
     assert "worker research restarted" in output
     time.sleep(0.2)
     assert all(not cmdline(p) for p in survivors)
+
+
+def start_up(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "raptorflow_bus.cli", "up", "--no-flower", "--pool=solo", *args],
+        env=env,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_ctrl_c_is_a_warm_shutdown_that_loses_nothing(
+    env: dict[str, str], bus: Bus, tmp_path: Path
+) -> None:
+    env = {**env, "RAPTORBUS_HANDLERS": "tests.slow_handlers"}
+    log = tmp_path / "up.log"
+
+    def handled(counter: str) -> int:
+        return int(bus.get_metrics()["handlers"].get("research.slow_score", {}).get(counter, 0))
+
+    up = start_up(env, log)
+    wait_until(
+        lambda: len(bus.app.control.ping(timeout=0.5) or []) == 5,
+        timeout=90,
+        what="five guild workers",
+    )
+    for n in range(4):
+        bus.emit(
+            "signal.detected",
+            {**VALID["signal.detected"], "signal_id": f"s-{n}"},
+            workspace_id="ws-1",
+        )
+    wait_until(lambda: handled("delivered") >= 1, timeout=30, what="a handler to start")
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=90) == 0, log.read_text()[-3000:]
+    assert "warm shutdown" in log.read_text()
+    assert handled("succeeded") == handled("delivered") >= 1
+    assert handled("succeeded") < 4
+
+    up = start_up(env, log)
+    try:
+        wait_until(lambda: handled("succeeded") == 4, timeout=90, what="the rest to be handled")
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=90)
+    assert handled("delivered") == 4 and handled("duplicates") == 0
+
+
+def test_up_demo_reaches_every_guild_leaves_the_expected_letter_and_cleans_up(
+    tmp_path: Path,
+) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAPTORBUS_BROKER_URL", "REDIS_URL", "UPSTASH_REDIS_URL")
+    }
+    env.update(
+        RAPTORBUS_HOME=str(tmp_path / "home"), FLOWER_BASIC_AUTH="admin:demo-pw", COLUMNS="120"
+    )
+    log = tmp_path / "demo.log"
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "raptorflow_bus.cli",
+            "up",
+            "--demo",
+            "--demo-seconds=1",
+            "--pool=solo",
+            f"--flower-port={free_port()}",
+        ],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    code = demo.wait(timeout=240)
+    output = log.read_text()
+    assert code == 0, output[-4000:]
+    assert "guilds reached: council, guardian, matrix, muse, research" in output
+    assert output.count("dead letter ") == 1
+    assert "guardian.check_campaign_compliance ComplianceViolation" in output.replace("\n", " ")
+    leftovers = subprocess.run(["pgrep", "-s", str(demo.pid)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
+    assert not (tmp_path / "home" / "redis.url").exists()

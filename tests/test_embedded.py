@@ -1,0 +1,78 @@
+"""The embedded broker: a real redis-server, shared by a user's processes,
+stopped by the last one to leave."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from raptorflow_bus import Bus, Settings
+from raptorflow_bus.embedded import EmbeddedRedis
+
+pytestmark = pytest.mark.broker
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from raptorflow_bus.embedded import EmbeddedRedis
+server = EmbeddedRedis(Path(sys.argv[1]))
+print(server.acquire(), flush=True)
+sys.stdin.readline()
+server.release()
+"""
+
+
+def alive(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_processes_share_one_server_and_the_last_one_out_stops_it(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    url = holder.stdout.readline().strip()
+    mine = EmbeddedRedis(tmp_path)
+    assert mine.acquire() == url
+    config = redis.Redis.from_url(url).config_get("*")
+    assert (config["appendonly"], config["maxmemory-policy"]) == ("yes", "noeviction")
+    assert config["bind"] == "127.0.0.1"
+    mine.release()
+    assert alive(url), "released while another process still used it"
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.wait(timeout=30) == 0
+    assert not alive(url)
+    assert not (tmp_path / "redis.url").exists()
+
+
+def test_a_bus_with_no_broker_configured_starts_one_and_logs_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = Bus(Settings(broker_url=None, home=tmp_path)).connect()
+    url = bus.broker_url
+    assert url is not None and url.startswith("redis://127.0.0.1:")
+    bus.emit("alert.created", {"alert_id": "a", "severity": "info", "title": "t", "message": "m"})
+    assert redis.Redis.from_url(url).llen("council:6") == 1
+    assert any("using embedded redis broker" in r.getMessage() for r in caplog.records)
+    bus.close()
+    assert not alive(url)
+
+
+def test_a_configured_broker_that_is_down_is_a_clear_error(tmp_path: Path) -> None:
+    from raptorflow_bus import BrokerUnavailable
+    from raptorflow_bus.embedded import free_port
+
+    bus = Bus(Settings(broker_url=f"redis://user:pw@127.0.0.1:{free_port()}/0"))
+    with pytest.raises(BrokerUnavailable, match=r"cannot reach broker redis://user:\*\*\*@"):
+        bus.connect()
