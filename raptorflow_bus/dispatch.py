@@ -4,6 +4,7 @@ same task ids and the dedup record catches the second run (trap 5)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,11 @@ TASK_ID_NAMESPACE = uuid.UUID("6f1c3b8e-2d0a-4c51-9b7e-5a4f3e2d1c0b")
 
 def handler_task_id(event_id: str, task_name: str) -> str:
     return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task_name}"))
+
+
+def _batch(producer: Any, size: int) -> Any:
+    """One Redis pipeline for several handler tasks; a batch of one only costs."""
+    return producer.batch() if size > 1 else contextlib.nullcontext()
 
 
 def dispatch(
@@ -36,7 +42,7 @@ def dispatch(
         return len(specs)
     queue = bus.topology.handler_queue(consumer)
     priority = PRIORITY_VALUES[envelope.priority]
-    with bus.app.producer_or_acquire() as producer, producer.batch():
+    with bus.app.producer_or_acquire() as producer, _batch(producer, len(specs)):
         for spec in specs:
             bus.app.tasks[spec.task_name].apply_async(
                 kwargs=kwargs,

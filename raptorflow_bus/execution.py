@@ -15,6 +15,7 @@ from raptorflow_bus.context import handling
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.envelope import Envelope, utcnow
 from raptorflow_bus.logs import log
+from raptorflow_bus.metrics import Metrics
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -44,22 +45,17 @@ def run_handler(
     retries: int = task.request.retries or 0
     attempt = retries + 1
     counts = bus.metrics
+    first_run = attempt == 1 and not replay
 
-    if bus.store.is_done(task_id):
-        counts.incr(env.type, "duplicates", handler=spec.task_name)
-        log(
-            logging.INFO,
-            f"skipped duplicate run of {spec.task_name}",
-            envelope=env,
-            task_id=task_id,
-        )
+    if first_run and bus.is_expired(env, spec.consumer):
+        counts.incr(env.type, "expired", handler=spec.task_name)
+        log(logging.WARNING, f"expired before {spec.task_name} ran", envelope=env)
+        return "expired"
+    delivered = Metrics.counts(env.type, "delivered", handler=spec.task_name)
+    duplicate = Metrics.counts(env.type, "duplicates", handler=spec.task_name)
+    if not bus.store.claim(task_id, delivered if first_run else {}, duplicate):
+        log(logging.INFO, f"skipped duplicate run of {spec.task_name}", envelope=env)
         return "duplicate"
-    if attempt == 1 and not replay:
-        if bus.is_expired(env, spec.consumer):
-            counts.incr(env.type, "expired", handler=spec.task_name)
-            log(logging.WARNING, f"expired before {spec.task_name} ran", envelope=env)
-            return "expired"
-        counts.incr(env.type, "delivered", handler=spec.task_name)
 
     with handling(bus, env):
         try:
@@ -87,8 +83,8 @@ def run_handler(
             _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)
             counts.incr(env.type, "failed", "dead_lettered", handler=spec.task_name)
             raise
-    bus.store.mark_done(task_id, bus.dedup_ttl)
-    counts.incr(env.type, "succeeded", handler=spec.task_name)
+    succeeded = Metrics.counts(env.type, "succeeded", handler=spec.task_name)
+    bus.store.finish(task_id, bus.dedup_ttl, succeeded)
     if replay and bus.store.dlq_remove([task_id]):
         log(logging.INFO, f"replay of {spec.task_name} succeeded; left the DLQ", envelope=env)
     return "ok"

@@ -18,14 +18,17 @@ class MemoryStore:
         self._counters: Counter[tuple[str, str]] = Counter()
         self._dlq: dict[str, DeadLetter] = {}
 
-    def is_done(self, task_id: str) -> bool:
+    def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
         with self._lock:
             expires = self._done.get(task_id)
-            return expires is not None and expires > time.monotonic()
+            done = expires is not None and expires > time.monotonic()
+            self._counters.update(duplicate_counts if done else counts)
+            return not done
 
-    def mark_done(self, task_id: str, ttl_seconds: int) -> None:
+    def finish(self, task_id: str, ttl_seconds: int, counts: Counts) -> None:
         with self._lock:
             self._done[task_id] = time.monotonic() + ttl_seconds
+            self._counters.update(counts)
 
     def incr(self, counts: Counts) -> None:
         with self._lock:

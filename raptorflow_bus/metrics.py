@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from raptorflow_bus.store import Counts
+
 if TYPE_CHECKING:
     from raptorflow_bus.store import Store
 
@@ -26,11 +28,16 @@ class Metrics:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def incr(self, event_type: str, *counters: str, handler: str | None = None) -> None:
+    @staticmethod
+    def counts(event_type: str, *counters: str, handler: str | None = None) -> Counts:
+        """One for each counter, per event type and (if given) per handler."""
         counts = {(event_type, c): 1 for c in counters}
         if handler is not None:
             counts.update({(HANDLER_SCOPE + handler, c): 1 for c in counters})
-        self._store.incr(counts)
+        return counts
+
+    def incr(self, event_type: str, *counters: str, handler: str | None = None) -> None:
+        self._store.incr(self.counts(event_type, *counters, handler=handler))
 
     def snapshot(self) -> dict[str, Any]:
         raw = self._store.counters()

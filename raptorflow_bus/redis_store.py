@@ -36,6 +36,17 @@ return evicted
 """
 
 
+_CLAIM = """
+local ndup = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for i = 2, ndup + 1 do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+  return 0
+end
+for i = ndup + 2, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+return 1
+"""
+
+
 def metric_field(scope: str, counter: str) -> str:
     return f"{scope}{FIELD_SEP}{counter}"
 
@@ -44,17 +55,28 @@ class RedisStore:
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
         self._dlq_put = client.register_script(_DLQ_PUT)
+        self._claim = client.register_script(_CLAIM)
 
-    def is_done(self, task_id: str) -> bool:
-        return bool(self.client.exists(DONE_PREFIX + task_id))
+    def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
+        dup = [metric_field(s, c) for (s, c), n in duplicate_counts.items() for _ in range(n)]
+        new = [metric_field(s, c) for (s, c), n in counts.items() for _ in range(n)]
+        result = self._claim(keys=[DONE_PREFIX + task_id, METRICS_KEY], args=[len(dup), *dup, *new])
+        return bool(int(result))
 
-    def mark_done(self, task_id: str, ttl_seconds: int) -> None:
-        self.client.set(DONE_PREFIX + task_id, b"1", ex=ttl_seconds)
+    def finish(self, task_id: str, ttl_seconds: int, counts: Counts) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(DONE_PREFIX + task_id, b"1", ex=ttl_seconds)
+        self._add(pipe, counts)
+        pipe.execute()
+
+    @staticmethod
+    def _add(pipe: Any, counts: Counts) -> None:
+        for (scope, counter), n in counts.items():
+            pipe.hincrby(METRICS_KEY, metric_field(scope, counter), n)
 
     def incr(self, counts: Counts) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for (scope, counter), n in counts.items():
-            pipe.hincrby(METRICS_KEY, metric_field(scope, counter), n)
+        self._add(pipe, counts)
         pipe.execute()
 
     def counters(self) -> dict[tuple[str, str], int]:

@@ -15,9 +15,14 @@ Counts = Mapping[tuple[str, str], int]
 
 
 class Store(Protocol):
-    def is_done(self, task_id: str) -> bool: ...
+    def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
+        """Whether a handler run may start: False (and ``duplicate_counts`` added)
+        when ``task_id`` already succeeded; else ``counts`` are added. One round trip."""
+        ...
 
-    def mark_done(self, task_id: str, ttl_seconds: int) -> None: ...
+    def finish(self, task_id: str, ttl_seconds: int, counts: Counts) -> None:
+        """Record ``task_id`` as done (for ``ttl_seconds``) and add ``counts``."""
+        ...
 
     def incr(self, counts: Counts) -> None: ...
 
