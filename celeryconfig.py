@@ -18,6 +18,10 @@ worker_prefetch_multiplier = 1
 # that and the longest retry countdown, or the message is restored and run twice.
 task_time_limit = 600
 task_soft_time_limit = 570
+# Kombu's Redis transport, except that a consumer pops a message and records it
+# as unacked in one atomic step: stock Kombu loses the message popped by a
+# worker killed between its BRPOP and the unacked write.
+broker_transport = "raptorflow_bus.transport:Transport"
 broker_transport_options = {
     "visibility_timeout": 3600,
     "queue_order_strategy": "priority",

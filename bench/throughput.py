@@ -9,6 +9,8 @@ on the same embedded Redis. Prints rates and ratios; asserts nothing.
 2. drain: N events already queued, one no-op handler in the research guild,
    one solo-pool Celery worker in-process: bus (event hop + handler task) vs
    plain Celery (N no-op tasks, same config).
+   A third run is plain Celery on raptorflow_bus.transport, to separate what
+   the atomic pop costs from what the event hop costs.
 3. latency: one event at a time with the worker running, emit -> handler start.
 """
 
@@ -108,9 +110,26 @@ def bench_drain(url: str, n: int) -> dict[str, float]:
             time.sleep(0.01)
     bus.close()
 
+    plain, plain_lat = plain_celery(url, n, transport=None)
+    atomic, atomic_lat = plain_celery(url, n, transport="raptorflow_bus.transport:Transport")
+    return {
+        "bus drain (handler runs/s)": ours,
+        "plain celery drain (tasks/s)": plain,
+        "celery+bus transport (tasks/s)": atomic,
+        "bus latency p50 ms": statistics.median(latencies),
+        "plain celery latency p50 ms": statistics.median(plain_lat),
+        "celery+bus transport p50 ms": statistics.median(atomic_lat),
+        "bus latency p95 ms": statistics.quantiles(latencies, n=20)[18],
+        "plain celery latency p95 ms": statistics.quantiles(plain_lat, n=20)[18],
+    }
+
+
+def plain_celery(url: str, n: int, transport: str | None) -> tuple[float, list[float]]:
+    """N no-op tasks through a bare Celery app with the bus's settings; ``transport``
+    None is stock Kombu, so the ratio shows what the bus and its transport cost."""
     app = Celery("plain", set_as_current=False)
     app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=url)
+    app.conf.update(broker_url=url, broker_transport=transport)
     plain_done = {"n": 0}
 
     @app.task(name="plain.noop", acks_late=True)
@@ -128,23 +147,16 @@ def bench_drain(url: str, n: int) -> dict[str, float]:
     ):
         while plain_done["n"] < n:
             time.sleep(0.01)
-        plain = rate(n, time.perf_counter() - start)
-        plain_lat = []
+        drained = rate(n, time.perf_counter() - start)
+        latencies = []
         for _ in range(200):
             before = plain_done["n"]
             sent = time.perf_counter()
             plain_noop.apply_async(kwargs={"envelope": envelope}, queue="plain")
             while plain_done["n"] == before:
                 time.sleep(0.0002)
-            plain_lat.append((time.perf_counter() - sent) * 1000)
-    return {
-        "bus drain (handler runs/s)": ours,
-        "plain celery drain (tasks/s)": plain,
-        "bus latency p50 ms": statistics.median(latencies),
-        "plain celery latency p50 ms": statistics.median(plain_lat),
-        "bus latency p95 ms": statistics.quantiles(latencies, n=20)[18],
-        "plain celery latency p95 ms": statistics.quantiles(plain_lat, n=20)[18],
-    }
+            latencies.append((time.perf_counter() - sent) * 1000)
+    return drained, latencies
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -139,6 +140,10 @@ class Bus:
                 log(logging.INFO, f"using broker {mask_url(url)}")
             self.broker_url = url
             self.app.conf.update(broker_url=url)
+            if url.startswith("rediss://") and not self.app.conf.broker_use_ssl:
+                # The custom transport is not picked by URL scheme, so Kombu
+                # would not turn TLS on by itself; verify certificates.
+                self.app.conf.update(broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED})
             client = redis.Redis.from_url(url, health_check_interval=30)
             try:
                 client.ping()

@@ -5,7 +5,8 @@ per bound queue, in Kombu's message format so a Kombu consumer reads it) but in
 one Lua script: every copy lands or none does (trap 2), full queues refuse the
 whole event (``Backpressure``), and the binding table is not re-read per publish.
 Copies carry the anonymous exchange and their own queue as routing key, so a
-visibility-timeout restore goes back to that queue only (trap 3)."""
+visibility-timeout restore goes back to that queue only (trap 3), and each
+written queue gets the wake token its consumers block on (``transport``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import Backpressure, BrokerUnavailable
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, Topology, priority_list
+from raptorflow_bus.transport import wake_key
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -46,6 +48,11 @@ end
 for j = 1, npush do
   redis.call('LPUSH', KEYS[1 + (tonumber(ARGV[p]) - 1) * ns + tonumber(ARGV[p + 1])], ARGV[p + 2])
   p = p + 3
+end
+for i = 1, nq do
+  local wake = KEYS[1 + nq * ns + i]
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
 end
 local nm = tonumber(ARGV[p]); p = p + 1
 for j = 1, nm do
@@ -100,6 +107,7 @@ class RedisPublisher:
         keys = [METRICS_KEY] + [
             priority_list(topo.event_queue(c), s) for c in consumers for s in PRIORITY_STEPS
         ]
+        keys += [wake_key(topo.event_queue(c)) for c in consumers]
         args: list[Any] = [len(consumers), len(PRIORITY_STEPS)]
         args += [topo.max_length(c) for c in consumers]
         args += [topo.event_queue(c) for c in consumers]

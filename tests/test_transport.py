@@ -1,0 +1,142 @@
+"""Worker deaths on a real Redis: what a SIGKILL may cost and what it may not.
+
+Every test here kills a real worker process; none waits for the death to be
+noticed before going on, because a broker does not wait either."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Message
+
+from raptorflow_bus import Bus, Settings
+from raptorflow_bus.queues import UNACKED_KEY
+from raptorflow_bus.transport import MALFORMED_KEY, wake_key
+from tests.harness import wait_until
+from tests.payloads import VALID
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def bus(redis_url: str) -> Iterator[Bus]:
+    bus = Bus(Settings(broker_url=redis_url)).connect()
+    bus.redis.flushdb()
+    bus.declare_topology()
+    yield bus
+    bus.close()
+
+
+def start_worker(redis_url: str, log: Path, *env_pairs: tuple[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RAPTORBUS_BROKER_URL": redis_url, **dict(env_pairs)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
+        env=env,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def succeeded(bus: Bus, handler: str) -> int:
+    return int(bus.get_metrics()["handlers"].get(handler, {}).get("succeeded", 0))
+
+
+def emit_signals(bus: Bus, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        bus.emit(
+            "signal.detected",
+            {**VALID["signal.detected"], "signal_id": f"s-{n}"},
+            workspace_id="ws-1",
+        )
+
+
+def ping_one(bus: Bus) -> bool:
+    return len(bus.app.control.ping(timeout=0.5) or []) == 1
+
+
+def test_events_emitted_the_instant_a_worker_is_killed_are_all_handled_by_the_next(
+    bus: Bus, redis_url: str, tmp_path: Path
+) -> None:
+    """Stock Kombu hands the next message to the dead worker's pending BRPOP, and
+    it is gone; here that BRPOP only takes a wake token."""
+    log = tmp_path / "worker.log"
+    for round_ in range(3):
+        worker = start_worker(redis_url, log)
+        wait_until(lambda: ping_one(bus), timeout=60, what="the research worker")
+        worker.kill()
+        emit_signals(bus, round_ * 3, 3)
+        worker.wait(timeout=30)
+    worker = start_worker(redis_url, log)
+    try:
+        wait_until(
+            lambda: succeeded(bus, "research.score_signal") == 9,
+            timeout=60,
+            what="all nine signals to be handled",
+        )
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert bus.get_metrics()["handlers"]["research.score_signal"].get("duplicates", 0) == 0
+    assert bus.redis.hlen(UNACKED_KEY) == 0
+
+
+def test_a_worker_killed_mid_handler_leaves_the_task_unacked_and_it_runs_again(
+    bus: Bus, redis_url: str, tmp_path: Path
+) -> None:
+    """acks_late: the message stays in the unacked hash until the handler returns,
+    and the visibility-timeout restore brings it back to its own queue."""
+    log = tmp_path / "worker.log"
+    slow = ("RAPTORBUS_HANDLERS", "tests.slow_handlers")
+    short = ("RAPTORBUS_CELERY_CONFIG", "tests.short_visibility_config")
+    worker = start_worker(redis_url, log, slow, short)
+    wait_until(lambda: ping_one(bus), timeout=60, what="the research worker")
+    emit_signals(bus, 0, 1)
+    wait_until(
+        lambda: bus.get_metrics()["handlers"].get("research.slow_score", {}).get("delivered"),
+        timeout=30,
+        what="the slow handler to start",
+    )
+    worker.kill()
+    worker.wait(timeout=30)
+    assert bus.redis.hlen(UNACKED_KEY) == 1
+    worker = start_worker(redis_url, log, slow, short)
+    try:
+        wait_until(
+            lambda: succeeded(bus, "research.slow_score") == 1,
+            timeout=90,
+            what="the restored task to run to completion",
+        )
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert bus.redis.hlen(UNACKED_KEY) == 0
+
+
+def test_a_message_nobody_can_parse_is_set_aside_not_lost_and_the_next_one_flows(
+    bus: Bus, redis_url: str
+) -> None:
+    bus.redis.lpush("research", b"{not json")
+    bus.redis.lpush(wake_key("research"), b"1")
+    emit_signals(bus, 0, 1)
+    got: list[dict[str, object]] = []
+
+    def on_message(body: dict[str, object], message: Message) -> None:
+        got.append(body)
+        message.ack()
+
+    with Connection(
+        redis_url,
+        transport="raptorflow_bus.transport:Transport",
+        transport_options=bus.app.conf.broker_transport_options,
+    ) as conn:
+        queue = bus.topology.kombu_event_queue("research")
+        with conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
+            conn.drain_events(timeout=10)
+    assert bus.redis.lrange(MALFORMED_KEY, 0, -1) == [b"{not json"]
+    assert [body["type"] for body in got] == ["signal.detected"]
+    assert bus.redis.hlen(UNACKED_KEY) == 0
