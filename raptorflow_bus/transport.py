@@ -11,11 +11,17 @@ hash, from which Kombu's own visibility-timeout restore brings it back.
 Every writer that goes through this transport (publish, restore) pushes a wake
 token; a message written by anyone else is found at the next BRPOP timeout
 (``brpop_timeout``, 1 s). Kombu's non-blocking ``basic_get`` keeps the stock
-path. ``global_keyprefix`` is not supported."""
+path. ``global_keyprefix`` is not supported.
+
+In the same run (``bench/throughput.py``) plain Celery drains as fast on this
+transport as on the stock one: the Lua pop costs what Kombu's second round
+trip cost."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -95,6 +101,18 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self._recorded: set[str] = set()
         self._no_ack_tags: set[str] = set()
         self._pop_script: Any = None
+        self._sync_client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """Kombu builds a new ``redis.Redis`` per call (a fifth of a handler run's
+        time, measured with py-spy); a client is thread-safe, so keep one."""
+        if client:
+            yield client
+            return
+        if self._sync_client is None or self._sync_client.connection_pool is not self.pool:
+            self._sync_client = self._create_client()
+        yield self._sync_client
 
     def basic_consume(
         self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any

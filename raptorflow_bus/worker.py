@@ -77,7 +77,8 @@ def _on_message(bus: Bus, consumer: str) -> Any:
             message.ack()
             return
         try:
-            dispatch(bus, envelope, consumer, body)
+            raw = message.body
+            dispatch(bus, envelope, consumer, body, raw.decode() if isinstance(raw, bytes) else raw)
         except Exception:
             log(logging.ERROR, f"dispatch to {consumer!r} failed; requeued", envelope=envelope)
             message.requeue()

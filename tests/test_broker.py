@@ -3,6 +3,7 @@ backpressure, retention, priority, and guild workers as processes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from kombu import Connection
 
 import routing
 from raptorflow_bus import Backpressure, Bus, BusError, Channel, Settings, Topology
-from raptorflow_bus.dispatch import handler_task_id
+from raptorflow_bus.dispatch import dispatch, handler_task_id
 from raptorflow_bus.queues import queue_state
 from tests.harness import Recorder, RedisBackend, wait_until
 from tests.payloads import VALID
@@ -262,3 +263,38 @@ def test_a_guild_worker_process_runs_its_handlers_and_stops_warm(redis_url: str)
         output, _ = worker.communicate(timeout=60)
         bus.close()
     assert worker.returncode == 0, output
+
+
+def test_a_dispatched_handler_task_is_the_message_apply_async_would_write(
+    redis_backend: RedisBackend,
+) -> None:
+    """dispatch builds handler tasks itself (no producer); this keeps it honest
+    against the Celery and Kombu versions installed."""
+    calls = Recorder()
+    with redis_backend.bus() as bus:
+        bus.subscribe("signal.detected", calls.handler("mirror"), guild="research")
+        env = bus.emit("signal.detected", SIGNAL, workspace_id="ws-1")
+        raw_event = json.loads(bus.redis.rpop("research:6"))
+        assert dispatch(bus, env, "research", json.loads(raw_event["body"]), raw_event["body"])
+        ours = json.loads(bus.redis.rpop("research.handlers:6"))
+        task_id = handler_task_id(env.id, "research.mirror")
+        bus.app.tasks["research.mirror"].apply_async(
+            kwargs={"envelope": json.loads(raw_event["body"])},
+            task_id=task_id,
+            queue="research.handlers",
+            priority=6,
+        )
+        celery = json.loads(bus.redis.rpop("research.handlers:6"))
+    assert json.loads(ours["body"]) == json.loads(base64.b64decode(celery["body"]))
+    differ = {"origin", "kwargsrepr"}
+    assert {k: v for k, v in ours["headers"].items() if k not in differ} == {
+        k: v for k, v in celery["headers"].items() if k not in differ
+    }
+    assert ours["headers"]["kwargsrepr"].startswith("{'envelope': {")
+    differ = {"delivery_tag", "reply_to", "body_encoding"}
+    assert {k: v for k, v in ours["properties"].items() if k not in differ} == {
+        k: v for k, v in celery["properties"].items() if k not in differ
+    }
+    assert {k: v for k, v in ours.items() if k not in ("body", "headers", "properties")} == {
+        k: v for k, v in celery.items() if k not in ("body", "headers", "properties")
+    }
