@@ -50,34 +50,42 @@ def wake_key(queue: str) -> str:
 
 
 _POP = """
-local item
-for i = 5, #KEYS do
-  item = redis.call('RPOP', KEYS[i])
-  if item then break end
+local nq = tonumber(ARGV[2])
+local first = 4 + nq
+local item, qi
+for j = 0, #KEYS - first do
+  item = redis.call('RPOP', KEYS[first + j])
+  if item then qi = (j % nq) + 1; break end
 end
-local remaining = 0
-for i = 5, #KEYS do remaining = remaining + redis.call('LLEN', KEYS[i]) end
-if remaining > 0 then
-  redis.call('LPUSH', KEYS[1], '1')
-  redis.call('LTRIM', KEYS[1], 0, 0)
-else
-  redis.call('DEL', KEYS[1])
+local remaining = {}
+for q = 1, nq do remaining[q] = 0 end
+for j = 0, #KEYS - first do
+  local q = (j % nq) + 1
+  remaining[q] = remaining[q] + redis.call('LLEN', KEYS[first + j])
+end
+for q = 1, nq do
+  if remaining[q] > 0 then
+    redis.call('LPUSH', KEYS[3 + q], '1')
+    redis.call('LTRIM', KEYS[3 + q], 0, 0)
+  else
+    redis.call('DEL', KEYS[3 + q])
+  end
 end
 if not item then return false end
-if ARGV[2] ~= '1' then return {item, ''} end
+if ARGV[2 + qi] ~= '1' then return {item, '', qi} end
 local ok, msg = pcall(cjson.decode, item)
 if not ok or type(msg) ~= 'table' or type(msg.properties) ~= 'table'
     or type(msg.properties.delivery_tag) ~= 'string' then
-  redis.call('LPUSH', KEYS[4], item)
-  return {'', ''}
+  redis.call('LPUSH', KEYS[3], item)
+  return {'', '', qi}
 end
 local info = msg.properties.delivery_info
 if type(info) ~= 'table' then info = {} end
 local tag = msg.properties.delivery_tag
-redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info.exchange or '')
+redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info.exchange or '')
   .. ',' .. cjson.encode(info.routing_key or '') .. ']')
-redis.call('ZADD', KEYS[3], ARGV[1], tag)
-return {item, tag}
+redis.call('ZADD', KEYS[2], ARGV[1], tag)
+return {item, tag, qi}
 """
 
 
@@ -122,8 +130,10 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
 
     def basic_cancel(self, consumer_tag: str) -> Any:
-        self._no_ack_tags.discard(consumer_tag)
-        return super().basic_cancel(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if consumer_tag not in self._consumers:
+            self._no_ack_tags.discard(consumer_tag)
+        return result
 
     def take_recorded(self, delivery_tag: Any) -> bool:
         try:
@@ -138,22 +148,27 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         tags = [t for t, q in self._tag_to_queue.items() if q == queue]
         return not tags or any(t not in self._no_ack_tags for t in tags)
 
-    def _pop(self, queue: str) -> tuple[bytes, str] | None:
-        keys = [wake_key(queue), self.unacked_key, self.unacked_index_key, MALFORMED_KEY]
-        keys += [self._q_for_pri(queue, pri) for pri in self.priority_steps]
+    def _pop(self, queues: list[str]) -> tuple[str, bytes, str] | None:
+        """One message from ``queues``, priority first across all of them as stock
+        Kombu's BRPOP key order does; re-arms the wake token of every queue that
+        still holds messages, so a token lost with a dead connection is repaired
+        by the next pop of any consumer."""
+        keys = [self.unacked_key, self.unacked_index_key, MALFORMED_KEY]
+        keys += [wake_key(q) for q in queues]
+        keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
+        acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
         with self.conn_or_acquire() as client:
             if self._pop_script is None:
                 self._pop_script = client.register_script(_POP)
-            result = self._pop_script(
-                keys=keys, args=[time(), "1" if self._acks(queue) else "0"], client=client
-            )
+            result = self._pop_script(keys=keys, args=[time(), len(queues), *acks], client=client)
         if not result:
             return None
-        item, tag = result
+        item, tag, index = result
+        queue = queues[int(index) - 1]
         if not item:
             logger.error(f"unparseable message on queue {queue!r} moved to {MALFORMED_KEY}")
             return None
-        return item, tag.decode() if isinstance(tag, bytes) else str(tag)
+        return queue, item, bytes_to_str(tag)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
@@ -163,32 +178,31 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             return
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
-        self.client.connection.send_command("BRPOP", *[wake_key(q) for q in queues], timeout or 0)
+        # Never block forever: the timeout is the fallback for a message written
+        # without a wake token.
+        wait = timeout if timeout and timeout > 0 else 1
+        self.client.connection.send_command("BRPOP", *[wake_key(q) for q in queues], wait)
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
-                woken = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                self.client.parse_response(self.client.connection, "BRPOP", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if woken:
-                queues = [bytes_to_str(woken[0])[len(WAKE_PREFIX) :]]
-            else:
-                queues = self._queue_cycle.consume(len(self.active_queues))
-            for queue in queues:
-                if queue not in self.active_queues:
-                    continue
-                popped = self._pop(queue)
-                if popped is None:
-                    continue
-                item, tag = popped
-                if tag:
-                    self._recorded.add(tag)
+            queues = self._queue_cycle.consume(len(self.active_queues))
+            popped = self._pop(queues) if queues else None
+            if popped is None:
+                raise Empty()
+            queue, item, tag = popped
+            if tag:
+                self._recorded.add(tag)
+            try:
                 self._queue_cycle.rotate(queue)
                 self.connection._deliver(loads(bytes_to_str(item)), queue)
-                return True
-            raise Empty()
+            finally:
+                self._recorded.discard(tag)
+            return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
@@ -197,7 +211,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         batch = kwargs.get("_publish_batch")
         if self._expires and queue in self._expires:
             super()._put(queue, message, **kwargs)
-            self._wake(queue, batch)
+            self._wake(queue, batch, expires_ms=self._expires[queue])
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         if batch is not None:
@@ -209,13 +223,23 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             pipe.lpush(wake_key(queue), "1").ltrim(wake_key(queue), 0, 0)
             pipe.execute()
 
-    def _wake(self, queue: str, batch: Any) -> None:
+    def _wake(self, queue: str, batch: Any, expires_ms: int | None = None) -> None:
+        """A token for ``queue``; an expiring queue (a reply queue) gets an
+        expiring token, so nothing is left behind when its owner is gone."""
+        commands: list[tuple[str, tuple[Any, ...]]] = [
+            ("lpush", (wake_key(queue), "1")),
+            ("ltrim", (wake_key(queue), 0, 0)),
+        ]
+        if expires_ms:
+            commands.append(("pexpire", (wake_key(queue), expires_ms)))
         if batch is not None:
-            batch.add("lpush", wake_key(queue), "1")
-            batch.add("ltrim", wake_key(queue), 0, 0)
+            for name, args in commands:
+                batch.add(name, *args)
             return
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            pipe.lpush(wake_key(queue), "1").ltrim(wake_key(queue), 0, 0).execute()
+            for name, args in commands:
+                getattr(pipe, name)(*args)
+            pipe.execute()
 
     def _do_restore_message(
         self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False

@@ -5,6 +5,7 @@ noticed before going on, because a broker does not wait either."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kombu import Connection, Message
+from kombu import Connection, Message, Queue
 
 from raptorflow_bus import Bus, Settings
+from raptorflow_bus.publisher import kombu_message
 from raptorflow_bus.queues import UNACKED_KEY
 from raptorflow_bus.transport import MALFORMED_KEY, wake_key
 from tests.harness import wait_until
@@ -139,4 +141,35 @@ def test_a_message_nobody_can_parse_is_set_aside_not_lost_and_the_next_one_flows
             conn.drain_events(timeout=10)
     assert bus.redis.lrange(MALFORMED_KEY, 0, -1) == [b"{not json"]
     assert [body["type"] for body in got] == ["signal.detected"]
+    assert bus.redis.hlen(UNACKED_KEY) == 0
+
+
+def test_a_message_without_a_wake_token_is_served_first_if_it_ranks_first(
+    bus: Bus, redis_url: str
+) -> None:
+    """A token can die with a connection; the next wake of any queue the consumer
+    reads pops across all of them, priority first, as stock Kombu's BRPOP does."""
+    options = bus.app.conf.broker_transport_options
+    got: list[str] = []
+
+    def on_message(body: dict[str, str], message: Message) -> None:
+        got.append(body["name"])
+        message.ack()
+
+    with Connection(
+        redis_url, transport="raptorflow_bus.transport:Transport", transport_options=options
+    ) as conn:
+        busy, quiet = Queue("t-busy"), Queue("t-quiet")
+        with conn.Producer(serializer="json") as producer:
+            for n in range(5):
+                producer.publish(
+                    {"name": f"low-{n}"}, routing_key="t-busy", priority=9, declare=[busy]
+                )
+        critical = kombu_message(json.dumps({"name": "critical"}), "t-quiet", 0)
+        bus.redis.lpush("t-quiet", critical)
+        assert not bus.redis.exists(wake_key("t-quiet"))
+        with conn.Consumer([busy, quiet], callbacks=[on_message], accept=["json"]):
+            for _ in range(6):
+                conn.drain_events(timeout=10)
+    assert got == ["critical", *(f"low-{n}" for n in range(5))]
     assert bus.redis.hlen(UNACKED_KEY) == 0
