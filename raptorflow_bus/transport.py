@@ -3,19 +3,21 @@
 Stock Kombu BRPOPs a message and records it as unacked in a second round trip.
 A worker killed between the two loses the message: Redis hands it to a socket
 nobody reads, and it is in no queue and no unacked hash. Emitting right after
-a SIGKILL lost one event in three that way. Here a consumer blocks on a wake
+a SIGKILL lost one event in three that way (``bench/kill_loss.py``: 10 of 30
+with stock Kombu, 0 of 30 here). Here a consumer blocks on a wake
 list instead, and a Lua script pops the message and records it as unacked
 atomically, so at every instant a message is in its queue or in the unacked
 hash, from which Kombu's own visibility-timeout restore brings it back.
 
 Every writer that goes through this transport (publish, restore) pushes a wake
-token; a message written by anyone else is found at the next BRPOP timeout
+token, and every pop re-arms the token of each queue still holding messages;
+a message written by anyone else is found at the next wake or BRPOP timeout
 (``brpop_timeout``, 1 s). Kombu's non-blocking ``basic_get`` keeps the stock
 path. ``global_keyprefix`` is not supported.
 
-In the same run (``bench/throughput.py``) plain Celery drains as fast on this
-transport as on the stock one: the Lua pop costs what Kombu's second round
-trip cost."""
+The Lua pop costs what Kombu's second round trip cost; with one Redis client
+kept per channel, plain Celery drains about 1,000 no-op tasks/s on this
+transport against 700-770 on the stock one (``bench/throughput.py``)."""
 
 from __future__ import annotations
 
