@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from raptorflow_bus import Bus, Settings
 from raptorflow_bus.embedded import EmbeddedRedis
 from tests.harness import EagerBackend, RedisBackend
 
@@ -27,6 +28,16 @@ def backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "eager":
         return EagerBackend()
     return RedisBackend(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def bus(redis_url: str) -> Iterator[Bus]:
+    """A connected bus on the session's Redis, emptied, topology declared."""
+    bus = Bus(Settings(broker_url=redis_url)).connect()
+    bus.redis.flushdb()
+    bus.declare_topology()
+    yield bus
+    bus.close()
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from raptorflow_bus import Bus, DeadLetter, Settings
+from raptorflow_bus import Bus, DeadLetter
 from raptorflow_bus.embedded import free_port
 from raptorflow_bus.envelope import Envelope, utcnow
 from raptorflow_bus.queues import queue_state
@@ -28,15 +27,6 @@ SIGNAL = json.dumps(VALID["signal.detected"])
 @pytest.fixture
 def env(redis_url: str) -> dict[str, str]:
     return {**os.environ, "RAPTORBUS_BROKER_URL": redis_url}
-
-
-@pytest.fixture
-def bus(redis_url: str) -> Iterator[Bus]:
-    bus = Bus(Settings(broker_url=redis_url)).connect()
-    bus.redis.flushdb()
-    bus.declare_topology()
-    yield bus
-    bus.close()
 
 
 def cli(

@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from kombu import Connection, Message, Queue
 
-from raptorflow_bus import Bus, Settings
+from raptorflow_bus import Bus
 from raptorflow_bus.publisher import kombu_message
 from raptorflow_bus.queues import UNACKED_KEY
 from raptorflow_bus.transport import MALFORMED_KEY, wake_key
@@ -23,15 +24,6 @@ from tests.harness import wait_until
 from tests.payloads import VALID
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def bus(redis_url: str) -> Iterator[Bus]:
-    bus = Bus(Settings(broker_url=redis_url)).connect()
-    bus.redis.flushdb()
-    bus.declare_topology()
-    yield bus
-    bus.close()
 
 
 def start_worker(redis_url: str, log: Path, *env_pairs: tuple[str, str]) -> subprocess.Popen[bytes]:
@@ -42,6 +34,17 @@ def start_worker(redis_url: str, log: Path, *env_pairs: tuple[str, str]) -> subp
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
     )
+
+
+@contextmanager
+def worker_running(redis_url: str, log: Path, *env_pairs: tuple[str, str]) -> Iterator[None]:
+    """A worker that must stop warm (exit 0) when the block ends."""
+    worker = start_worker(redis_url, log, *env_pairs)
+    try:
+        yield
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
 def succeeded(bus: Bus, handler: str) -> int:
@@ -73,16 +76,12 @@ def test_events_emitted_the_instant_a_worker_is_killed_are_all_handled_by_the_ne
         worker.kill()
         emit_signals(bus, round_ * 3, 3)
         worker.wait(timeout=30)
-    worker = start_worker(redis_url, log)
-    try:
+    with worker_running(redis_url, log):
         wait_until(
             lambda: succeeded(bus, "research.score_signal") == 9,
             timeout=60,
             what="all nine signals to be handled",
         )
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
     assert bus.get_metrics()["handlers"]["research.score_signal"].get("duplicates", 0) == 0
     assert bus.redis.hlen(UNACKED_KEY) == 0
 
@@ -106,16 +105,12 @@ def test_a_worker_killed_mid_handler_leaves_the_task_unacked_and_it_runs_again(
     worker.kill()
     worker.wait(timeout=30)
     assert bus.redis.hlen(UNACKED_KEY) == 1
-    worker = start_worker(redis_url, log, slow, short)
-    try:
+    with worker_running(redis_url, log, slow, short):
         wait_until(
             lambda: succeeded(bus, "research.slow_score") == 1,
             timeout=90,
             what="the restored task to run to completion",
         )
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
     assert bus.redis.hlen(UNACKED_KEY) == 0
 
 
