@@ -20,6 +20,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,25 @@ def bench_publish(url: str, n: int) -> dict[str, float]:
     return {"bus.emit": ours, "kombu topic publish": kombu, "redis-py 2x LPUSH": raw}
 
 
+def drain_then_latency(
+    done: dict[str, int], n: int, start: float, send_one: Callable[[], object]
+) -> tuple[float, list[float]]:
+    """Wait for the ``n`` queued runs (a rate since ``start``), then time 200
+    single sends from send to handler start, in ms."""
+    while done["n"] < n:
+        time.sleep(0.01)
+    drained = rate(n, time.perf_counter() - start)
+    latencies = []
+    for _ in range(200):
+        before = done["n"]
+        sent = time.perf_counter()
+        send_one()
+        while done["n"] == before:
+            time.sleep(0.0002)
+        latencies.append((time.perf_counter() - sent) * 1000)
+    return drained, latencies
+
+
 def bench_drain(url: str, n: int) -> dict[str, float]:
     bus = Bus(Settings(broker_url=url)).connect()
     bus.redis.flushdb()
@@ -95,17 +115,9 @@ def bench_drain(url: str, n: int) -> dict[str, float]:
         loglevel="ERROR",
         queues=["research.handlers"],
     ):
-        while done["n"] < n:
-            time.sleep(0.01)
-        ours = rate(n, time.perf_counter() - start)
-        latencies = []
-        for _ in range(200):
-            before = done["n"]
-            sent = time.perf_counter()
-            bus.emit("signal.detected", SIGNAL, workspace_id="ws-bench")
-            while done["n"] == before:
-                time.sleep(0.0002)
-            latencies.append((time.perf_counter() - sent) * 1000)
+        ours, latencies = drain_then_latency(
+            done, n, start, lambda: bus.emit("signal.detected", SIGNAL, workspace_id="ws-bench")
+        )
         while not is_idle(bus, ["research"]):
             time.sleep(0.01)
     bus.close()
@@ -145,18 +157,12 @@ def plain_celery(url: str, n: int, transport: str | None) -> tuple[float, list[f
     with start_worker(
         app, pool="solo", perform_ping_check=False, loglevel="ERROR", queues=["plain"]
     ):
-        while plain_done["n"] < n:
-            time.sleep(0.01)
-        drained = rate(n, time.perf_counter() - start)
-        latencies = []
-        for _ in range(200):
-            before = plain_done["n"]
-            sent = time.perf_counter()
-            plain_noop.apply_async(kwargs={"envelope": envelope}, queue="plain")
-            while plain_done["n"] == before:
-                time.sleep(0.0002)
-            latencies.append((time.perf_counter() - sent) * 1000)
-    return drained, latencies
+        return drain_then_latency(
+            plain_done,
+            n,
+            start,
+            lambda: plain_noop.apply_async(kwargs={"envelope": envelope}, queue="plain"),
+        )
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ alone 7 %; the envelope's JSON text is the readable repr Flower shows."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.topology import PRIORITY_VALUES, priority_list
-from raptorflow_bus.transport import wake_key
+from raptorflow_bus.transport import kombu_message, wake
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -32,8 +33,9 @@ def handler_task_id(event_id: str, task_name: str) -> str:
     return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task_name}"))
 
 
-def _origin() -> str:
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+@functools.cache
+def _origin(pid: int) -> str:
+    return f"gen{pid}@{socket.gethostname()}"
 
 
 def task_message(
@@ -57,28 +59,13 @@ def task_message(
         kwargs={"envelope": data},
         time_limit=conf.task_time_limit,
         soft_time_limit=conf.task_soft_time_limit,
-        origin=_origin(),
+        origin=_origin(os.getpid()),
         ignore_result=True,
         argsrepr="()",
         kwargsrepr=kwargsrepr,
     )
     body = json.dumps([[], {"envelope": data}, EMBED], separators=(",", ":"))
-    return json.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": message.headers,
-            "properties": {
-                **message.properties,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": priority,
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        },
-        separators=(",", ":"),
-    )
+    return kombu_message(body, queue, priority, message.headers, message.properties)
 
 
 def dispatch(
@@ -107,6 +94,6 @@ def dispatch(
     for spec in specs:
         task_id = handler_task_id(envelope.id, spec.task_name)
         pipe.lpush(key, task_message(bus, spec.task_name, task_id, data, raw, queue, priority))
-    pipe.lpush(wake_key(queue), b"1").ltrim(wake_key(queue), 0, 0)
+    wake(pipe, queue)
     pipe.execute()
     return len(specs)

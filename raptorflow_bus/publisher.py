@@ -11,7 +11,6 @@ written queue gets the wake token its consumers block on (``transport``)."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,7 +20,7 @@ from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import Backpressure, BrokerUnavailable
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, Topology, priority_list
-from raptorflow_bus.transport import wake_key
+from raptorflow_bus.transport import kombu_message, wake_key
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -65,25 +64,6 @@ return {1}
 
 class Publisher(Protocol):
     def publish(self, prepared: Sequence[Prepared]) -> None: ...
-
-
-def kombu_message(body: str, queue: str, priority: int) -> str:
-    """A message exactly as Kombu's Redis channel stores it (body not re-encoded)."""
-    return json.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {},
-            "properties": {
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": priority,
-                "delivery_mode": 2,
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        },
-        separators=(",", ":"),
-    )
 
 
 class RedisPublisher:

@@ -21,7 +21,9 @@ transport against 700-770 on the stock one (``bench/throughput.py``)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
@@ -39,6 +41,7 @@ _RedisQoS: Any = kombu_redis.QoS
 _RedisChannel: Any = kombu_redis.Channel
 _RedisTransport: Any = kombu_redis.Transport
 _VirtualQoS: Any = virtual.QoS
+_PublishBatch: Any = getattr(kombu_redis, "PublishBatch")  # noqa: B009
 
 WAKE_PREFIX = "raptorbus:wake:"
 MALFORMED_KEY = "raptorbus:transport:malformed"
@@ -49,6 +52,51 @@ logger = logging.getLogger("bus")
 def wake_key(queue: str) -> str:
     """The list a consumer of ``queue`` blocks on; at most one token long."""
     return WAKE_PREFIX + queue
+
+
+def _queue_command(pipe: Any, name: str, *args: Any) -> None:
+    """A command on a redis pipeline or on a Kombu publish batch."""
+    if isinstance(pipe, _PublishBatch):
+        pipe.add(name, *args)
+    else:
+        getattr(pipe, name)(*args)
+
+
+def wake(pipe: Any, queue: str, expires_ms: int | None = None) -> None:
+    """Queue the token for ``queue`` on ``pipe`` (a redis pipeline or a Kombu
+    publish batch); an expiring queue gets an expiring token."""
+    _queue_command(pipe, "lpush", wake_key(queue), "1")
+    _queue_command(pipe, "ltrim", wake_key(queue), 0, 0)
+    if expires_ms:
+        _queue_command(pipe, "pexpire", wake_key(queue), expires_ms)
+
+
+def kombu_message(
+    body: str,
+    queue: str,
+    priority: int,
+    headers: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+) -> str:
+    """A message exactly as Kombu's Redis channel stores it (body not re-encoded),
+    addressed to ``queue`` through the anonymous exchange, so a restore goes
+    back to that queue only."""
+    return json.dumps(
+        {
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers or {},
+            "properties": {
+                **(properties or {}),
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": priority,
+                "delivery_mode": 2,
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        },
+        separators=(",", ":"),
+    )
 
 
 _POP = """
@@ -213,34 +261,22 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         batch = kwargs.get("_publish_batch")
         if self._expires and queue in self._expires:
             super()._put(queue, message, **kwargs)
-            self._wake(queue, batch, expires_ms=self._expires[queue])
+            with self._pipe_or_batch(batch) as pipe:
+                wake(pipe, queue, expires_ms=self._expires[queue])
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        if batch is not None:
-            batch.add("lpush", key, dumps(message))
-            self._wake(queue, batch)
-            return
-        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            pipe.lpush(key, dumps(message))
-            pipe.lpush(wake_key(queue), "1").ltrim(wake_key(queue), 0, 0)
-            pipe.execute()
+        with self._pipe_or_batch(batch) as pipe:
+            _queue_command(pipe, "lpush", key, dumps(message))
+            wake(pipe, queue)
 
-    def _wake(self, queue: str, batch: Any, expires_ms: int | None = None) -> None:
-        """A token for ``queue``; an expiring queue (a reply queue) gets an
-        expiring token, so nothing is left behind when its owner is gone."""
-        commands: list[tuple[str, tuple[Any, ...]]] = [
-            ("lpush", (wake_key(queue), "1")),
-            ("ltrim", (wake_key(queue), 0, 0)),
-        ]
-        if expires_ms:
-            commands.append(("pexpire", (wake_key(queue), expires_ms)))
+    @contextmanager
+    def _pipe_or_batch(self, batch: Any) -> Iterator[Any]:
+        """The producer's publish batch, or a pipeline executed on exit."""
         if batch is not None:
-            for name, args in commands:
-                batch.add(name, *args)
+            yield batch
             return
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            for name, args in commands:
-                getattr(pipe, name)(*args)
+            yield pipe
             pipe.execute()
 
     def _do_restore_message(
@@ -249,7 +285,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
         try:
             for queue in self._lookup(exchange, routing_key):
-                pipe.lpush(wake_key(queue), "1").ltrim(wake_key(queue), 0, 0)
+                wake(pipe, queue)
         except Exception:
             logger.exception(f"could not wake consumers of {routing_key!r} after a restore")
 

@@ -17,9 +17,8 @@ import pytest
 from kombu import Connection, Message, Queue
 
 from raptorflow_bus import Bus
-from raptorflow_bus.publisher import kombu_message
 from raptorflow_bus.queues import UNACKED_KEY
-from raptorflow_bus.transport import MALFORMED_KEY, wake_key
+from raptorflow_bus.transport import MALFORMED_KEY, kombu_message, wake_key
 from tests.harness import wait_until
 from tests.payloads import VALID
 
