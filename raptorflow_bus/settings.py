@@ -27,6 +27,7 @@ ENV_VARS = frozenset(
         "RAPTORBUS_HANDLERS",
         "RAPTORBUS_HOME",
         "RAPTORBUS_RETRY_BASE_SECONDS",
+        "RAPTORBUS_RECLAIM_SECONDS",
         "FLOWER_BASIC_AUTH",
     }
 )
@@ -69,6 +70,19 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts)
 
 
+def _positive_seconds(env: Mapping[str, str], name: str) -> float | None:
+    text = env.get(name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be above 0 seconds, got {text!r}")
+    return value
+
+
 def _default_home() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "raptorbus"
@@ -83,6 +97,7 @@ class Settings:
     celery_config_module: str = "celeryconfig"
     handler_modules: tuple[str, ...] = ("tasks",)
     retry_base_seconds: float | None = None
+    reclaim_seconds: float | None = None
     home: Path = field(default_factory=_default_home)
 
     @classmethod
@@ -104,6 +119,7 @@ class Settings:
                 f"RAPTORBUS_RETRY_BASE_SECONDS must be a number, got {retry_base!r}"
             ) from None
         return cls(
+            reclaim_seconds=_positive_seconds(env, "RAPTORBUS_RECLAIM_SECONDS"),
             broker_url=broker_url_from_env(env),
             eager=env.get("RAPTORBUS_EAGER", "") in ("1", "true", "yes"),
             max_payload_bytes=max_bytes,
