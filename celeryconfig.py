@@ -30,8 +30,10 @@ broker_transport_options = {
 }
 task_default_priority = 6
 
+# A worker outlives any broker outage: it retries forever with backoff, and
+# logs the outage once (raptorflow_bus.logs.OncePerOutage).
 broker_connection_retry_on_startup = True
-broker_connection_max_retries = 100
+broker_connection_max_retries = None
 
 task_ignore_result = True
 result_backend = None
@@ -53,3 +55,6 @@ raptorbus_retry_cap_seconds = 300.0
 raptorbus_retry_jitter = True
 # A done-record must outlive any redelivery: 2x the visibility timeout.
 raptorbus_dedup_ttl_seconds = 7200
+# A dead worker's unacked deliveries are back in their queues within this many
+# seconds of its last heartbeat (RAPTORBUS_RECLAIM_SECONDS overrides it).
+raptorbus_reclaim_seconds = 15.0

@@ -40,3 +40,36 @@ def log(
         etype or "-",
         extra,
     )
+
+
+class OncePerOutage(logging.Filter):
+    """Celery logs every failed reconnect attempt ("Cannot connect to ... Trying
+    again"); during a long outage that buries the log. Let the first through and
+    drop the rest until a connection is made again."""
+
+    RETRY_LOGGER = "celery.worker.consumer.consumer"
+    CONNECTED_LOGGER = "celery.worker.consumer.connection"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reported = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if record.name == self.CONNECTED_LOGGER:
+            self._reported = False
+            return True
+        if message.startswith("consumer: Cannot connect to"):
+            if self._reported:
+                return False
+            self._reported = True
+        return True
+
+    @classmethod
+    def install(cls) -> OncePerOutage:
+        log_filter = cls()
+        for name in (cls.RETRY_LOGGER, cls.CONNECTED_LOGGER):
+            target = logging.getLogger(name)
+            if not any(isinstance(f, cls) for f in target.filters):
+                target.addFilter(log_filter)
+        return log_filter

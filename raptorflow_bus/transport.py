@@ -21,6 +21,7 @@ transport against 700-770 on the stock one (``bench/throughput.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -28,13 +29,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
-from typing import Any
+from typing import Any, ClassVar
 
+import redis
 from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+
+from raptorflow_bus import keys, scripts
+from raptorflow_bus.reaper import Reaper
 
 # Kombu's type stubs omit most of the Redis channel's attributes.
 _RedisQoS: Any = kombu_redis.QoS
@@ -43,15 +48,12 @@ _RedisTransport: Any = kombu_redis.Transport
 _VirtualQoS: Any = virtual.QoS
 _PublishBatch: Any = getattr(kombu_redis, "PublishBatch")  # noqa: B009
 
-WAKE_PREFIX = "raptorbus:wake:"
-MALFORMED_KEY = "raptorbus:transport:malformed"
+MALFORMED_KEY = keys.MALFORMED
+wake_key = keys.wake
+OWNER_OPTION = "raptorbus_owner"
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 logger = logging.getLogger("bus")
-
-
-def wake_key(queue: str) -> str:
-    """The list a consumer of ``queue`` blocks on; at most one token long."""
-    return WAKE_PREFIX + queue
 
 
 def _queue_command(pipe: Any, name: str, *args: Any) -> None:
@@ -99,48 +101,9 @@ def kombu_message(
     )
 
 
-_POP = """
-local nq = tonumber(ARGV[2])
-local first = 4 + nq
-local item, qi
-for j = 0, #KEYS - first do
-  item = redis.call('RPOP', KEYS[first + j])
-  if item then qi = (j % nq) + 1; break end
-end
-local remaining = {}
-for q = 1, nq do remaining[q] = 0 end
-for j = 0, #KEYS - first do
-  local q = (j % nq) + 1
-  remaining[q] = remaining[q] + redis.call('LLEN', KEYS[first + j])
-end
-for q = 1, nq do
-  if remaining[q] > 0 then
-    redis.call('LPUSH', KEYS[3 + q], '1')
-    redis.call('LTRIM', KEYS[3 + q], 0, 0)
-  else
-    redis.call('DEL', KEYS[3 + q])
-  end
-end
-if not item then return false end
-if ARGV[2 + qi] ~= '1' then return {item, '', qi} end
-local ok, msg = pcall(cjson.decode, item)
-if not ok or type(msg) ~= 'table' or type(msg.properties) ~= 'table'
-    or type(msg.properties.delivery_tag) ~= 'string' then
-  redis.call('LPUSH', KEYS[3], item)
-  return {'', '', qi}
-end
-local info = msg.properties.delivery_info
-if type(info) ~= 'table' then info = {} end
-local tag = msg.properties.delivery_tag
-redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info.exchange or '')
-  .. ',' .. cjson.encode(info.routing_key or '') .. ']')
-redis.call('ZADD', KEYS[2], ARGV[1], tag)
-return {item, tag, qi}
-"""
-
-
 class QoS(_RedisQoS):  # type: ignore[misc]
-    """Skips the unacked write for a message the pop script already recorded."""
+    """Skips the unacked write for a message the pop script already recorded,
+    and keeps the owner's record of each delivery in step with the unacked hash."""
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         if self.channel.take_recorded(delivery_tag):
@@ -148,11 +111,36 @@ class QoS(_RedisQoS):  # type: ignore[misc]
         else:
             super().append(message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        owner = self.channel.owner
+        return pipe.hdel(keys.owned(owner), delivery_tag) if owner else pipe
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Kombu hands a closing channel's deliveries back at once; when the channel
+        closes because Redis went away that fails, and a later connection of this
+        worker hands them back instead (the running ones among them complete once
+        through their done records, as after any restore)."""
+        try:
+            super().restore_unacked(client)
+        except _CONNECTION_ERRORS as exc:
+            tags = [str(t) for t in self._delivered]
+            self._delivered.clear()
+            self.channel.defer_restore(tags, exc)
+
 
 class Channel(_RedisChannel):  # type: ignore[misc]
     QoS = QoS
 
+    #: Deliveries of this process's channels that closed while Redis was away,
+    #: per owner: the next channel that reaches Redis hands them back. This is
+    #: process state on purpose: nothing else outlives the lost connection.
+    unrestored: ClassVar[dict[str, set[str]]] = {}
+    _in_poll: Any
+    _closing: bool
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._params: dict[bool, dict[str, Any]] = {}
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ChannelError("raptorflow_bus.transport does not support global_keyprefix")
@@ -160,6 +148,69 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self._no_ack_tags: set[str] = set()
         self._pop_script: Any = None
         self._sync_client: Any = None
+        options = self.connection.client.transport_options
+        self.owner: str | None = options.get(OWNER_OPTION) or None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """Kombu reads these from the connection, which a lost connection has
+        already dropped by the time the channel restores or acks its deliveries
+        (the "'NoneType' object has no attribute 'hostname'" crash); the broker's
+        address does not change, so keep the first answer."""
+        transport = self.connection
+        if transport is not None and transport.client is not None:
+            self._params[asynchronous] = super()._connparams(asynchronous)
+        return dict(self._params[asynchronous])
+
+    def defer_restore(self, tags: list[str], error: BaseException) -> None:
+        if not tags:
+            return
+        if self.owner is None:
+            logger.warning(
+                f"could not hand back {len(tags)} deliveries ({error}); they return "
+                "after the visibility timeout"
+            )
+            return
+        self.unrestored.setdefault(self.owner, set()).update(tags)
+        logger.warning(
+            f"could not hand back {len(tags)} deliveries ({error}); they go back as soon "
+            "as Redis is reachable"
+        )
+
+    def _restore_deferred(self, client: Any) -> None:
+        tags = self.unrestored.pop(self.owner, None) if self.owner else None
+        if not tags:
+            return
+        try:
+            Reaper(client, 0, self.priority_steps, self.sep).restore(str(self.owner), tags)
+        except _CONNECTION_ERRORS:
+            self.unrestored.setdefault(str(self.owner), set()).update(tags)
+            raise
+
+    def queue_delete(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        """Closing deletes the channel's auto-delete fanout queues (Celery's pidbox
+        and gossip); with Redis gone that fails, and must not cut the rest of the
+        close short (the deliveries' hand-back above all). The binding left behind
+        is what a killed process leaves too."""
+        try:
+            return super().queue_delete(queue, *args, **kwargs)
+        except _CONNECTION_ERRORS as exc:
+            if not self._closing:
+                raise
+            logger.info(f"could not delete queue {queue!r} while closing: {exc}")
+            return 0
+
+    def close(self) -> None:
+        """A BRPOP still in flight is read and dropped, never turned into a
+        delivery on a closing channel; a dead socket is no reason to fail the close."""
+        if self._in_poll:
+            try:
+                self.client.parse_response(self.client.connection, "BRPOP")
+            except _CONNECTION_ERRORS:
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    self.client.connection.disconnect()
+            finally:
+                self._in_poll = None
+        super().close()
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -203,14 +254,19 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         Kombu's BRPOP key order does; re-arms the wake token of every queue that
         still holds messages, so a token lost with a dead connection is repaired
         by the next pop of any consumer."""
-        keys = [self.unacked_key, self.unacked_index_key, MALFORMED_KEY]
-        keys += [wake_key(q) for q in queues]
-        keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
+        owned = keys.owned(self.owner) if self.owner else ""
+        script_keys = [self.unacked_key, self.unacked_index_key, MALFORMED_KEY, owned]
+        script_keys += [wake_key(q) for q in queues]
+        script_keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
         with self.conn_or_acquire() as client:
+            if self.unrestored:
+                self._restore_deferred(client)
             if self._pop_script is None:
-                self._pop_script = client.register_script(_POP)
-            result = self._pop_script(keys=keys, args=[time(), len(queues), *acks], client=client)
+                self._pop_script = scripts.register(client, "pop")
+            result = self._pop_script(
+                keys=script_keys, args=[time(), len(queues), *acks, *queues], client=client
+            )
         if not result:
             return None
         item, tag, index = result

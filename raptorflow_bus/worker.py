@@ -21,7 +21,10 @@ from raptorflow_bus.bus import Bus
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.dispatch import dispatch
 from raptorflow_bus.envelope import Envelope, utcnow
-from raptorflow_bus.logs import log
+from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
+from raptorflow_bus.logs import OncePerOutage, log
+from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
+from raptorflow_bus.transport import OWNER_OPTION
 
 
 def _dead_letter_malformed(bus: Bus, consumer: str, body: Any, error: Exception) -> None:
@@ -100,7 +103,20 @@ def build_worker(
 ) -> Any:
     """A ``WorkController`` for ``consumers`` (not started)."""
     bus.connect()
+    worker_id = new_worker_id()
+    conf = bus.app.conf
+    transport_options = {**conf.broker_transport_options, OWNER_OPTION: worker_id}
+    conf.update(broker_transport_options=transport_options)
+    heartbeat = Heartbeat.for_worker(
+        str(bus.broker_url),
+        worker_id,
+        bus.reclaim_seconds,
+        list(transport_options.get("priority_steps", PRIORITY_STEPS)),
+        str(transport_options.get("sep", PRIORITY_SEP)),
+    )
+    bus.app.steps["worker"].add(make_heartbeat_step(heartbeat))
     bus.app.steps["consumer"].add(make_event_step(bus, consumers))
+    OncePerOutage.install()
     return bus.app.Worker(
         hostname=host_format(hostname or f"{'+'.join(consumers)}@%h"),
         queues=[bus.topology.handler_queue(c) for c in consumers],

@@ -1,0 +1,35 @@
+"""Every Redis key the bus writes, named in one place (the README's table
+"Where things live in Redis" lists them with their types and lifetimes)."""
+
+from __future__ import annotations
+
+PREFIX = "raptorbus:"
+
+# Counters and the bus's own records (redis_store).
+METRICS = PREFIX + "metrics"
+DLQ_ENTRIES = PREFIX + "dlq:entries"
+DLQ_INDEX = PREFIX + "dlq:index"
+DONE_PREFIX = PREFIX + "done:"
+
+# The transport: wake tokens, and messages nobody can parse.
+WAKE_PREFIX = PREFIX + "wake:"
+MALFORMED = PREFIX + "transport:malformed"
+
+# Kombu's own unacked records (its default names, shared with stock Kombu).
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+
+# Worker liveness: who holds which delivery, and who still beats.
+HEARTBEATS = PREFIX + "workers:heartbeats"
+OWNED_PREFIX = PREFIX + "workers:owned:"
+REAPER_LOCK = PREFIX + "workers:reaper-lock"
+
+
+def wake(queue: str) -> str:
+    """The list a consumer of ``queue`` blocks on; at most one token long."""
+    return WAKE_PREFIX + queue
+
+
+def owned(worker_id: str) -> str:
+    """The deliveries ``worker_id`` holds unacked: a hash of tag -> queue."""
+    return OWNED_PREFIX + worker_id

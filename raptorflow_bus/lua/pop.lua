@@ -1,0 +1,52 @@
+-- Pop one message for a consumer and record it as unacked in the same step.
+-- Priority first across all the consumer's queues, as stock Kombu's BRPOP key
+-- order does; re-arms the wake token of every queue still holding messages.
+--
+-- KEYS[1]          unacked hash (tag -> [message, exchange, routing_key])
+-- KEYS[2]          unacked index (zset tag -> delivery time)
+-- KEYS[3]          malformed quarantine list
+-- KEYS[4]          the owner's deliveries (hash tag -> queue), or '' for none
+-- KEYS[5 .. 4+nq]  wake list of each queue
+-- KEYS[5+nq ..]    priority lists: for each priority step, each queue in order
+-- ARGV[1]          now (unix seconds)
+-- ARGV[2]          nq, the number of queues
+-- ARGV[3 .. 2+nq]  '1' where the queue's consumer acks (record it), else '0'
+-- ARGV[3+nq ..]    queue names
+-- Returns false, or {message, tag or '', queue index}; message '' = quarantined.
+local nq = tonumber(ARGV[2])
+local first = 5 + nq
+local item, qi
+for j = 0, #KEYS - first do
+  item = redis.call('RPOP', KEYS[first + j])
+  if item then qi = (j % nq) + 1; break end
+end
+local remaining = {}
+for q = 1, nq do remaining[q] = 0 end
+for j = 0, #KEYS - first do
+  local q = (j % nq) + 1
+  remaining[q] = remaining[q] + redis.call('LLEN', KEYS[first + j])
+end
+for q = 1, nq do
+  if remaining[q] > 0 then
+    redis.call('LPUSH', KEYS[4 + q], '1')
+    redis.call('LTRIM', KEYS[4 + q], 0, 0)
+  else
+    redis.call('DEL', KEYS[4 + q])
+  end
+end
+if not item then return false end
+if ARGV[2 + qi] ~= '1' then return {item, '', qi} end
+local ok, msg = pcall(cjson.decode, item)
+if not ok or type(msg) ~= 'table' or type(msg.properties) ~= 'table'
+    or type(msg.properties.delivery_tag) ~= 'string' then
+  redis.call('LPUSH', KEYS[3], item)
+  return {'', '', qi}
+end
+local info = msg.properties.delivery_info
+if type(info) ~= 'table' then info = {} end
+local tag = msg.properties.delivery_tag
+redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info.exchange or '')
+  .. ',' .. cjson.encode(info.routing_key or '') .. ']')
+redis.call('ZADD', KEYS[2], ARGV[1], tag)
+if KEYS[4] ~= '' then redis.call('HSET', KEYS[4], tag, ARGV[2 + nq + qi]) end
+return {item, tag, qi}
