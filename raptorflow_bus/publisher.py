@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
+from raptorflow_bus import scripts
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import Backpressure, BrokerUnavailable
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
@@ -27,40 +28,6 @@ if TYPE_CHECKING:
 
 Prepared = tuple[Envelope, str]
 
-_PUBLISH = """
-local nq = tonumber(ARGV[1])
-local ns = tonumber(ARGV[2])
-local p = 3
-local limits, names, adds = {}, {}, {}
-for i = 1, nq do limits[i] = tonumber(ARGV[p]); p = p + 1 end
-for i = 1, nq do names[i] = ARGV[p]; p = p + 1 end
-local npush = tonumber(ARGV[p]); p = p + 1
-for j = 0, npush - 1 do
-  local qi = tonumber(ARGV[p + 3 * j])
-  adds[qi] = (adds[qi] or 0) + 1
-end
-for i = 1, nq do
-  local len = 0
-  for s = 1, ns do len = len + redis.call('LLEN', KEYS[1 + (i - 1) * ns + s]) end
-  if len + (adds[i] or 0) > limits[i] then return {0, names[i], len, limits[i]} end
-end
-for j = 1, npush do
-  redis.call('LPUSH', KEYS[1 + (tonumber(ARGV[p]) - 1) * ns + tonumber(ARGV[p + 1])], ARGV[p + 2])
-  p = p + 3
-end
-for i = 1, nq do
-  local wake = KEYS[1 + nq * ns + i]
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 0)
-end
-local nm = tonumber(ARGV[p]); p = p + 1
-for j = 1, nm do
-  redis.call('HINCRBY', KEYS[1], ARGV[p], tonumber(ARGV[p + 1]))
-  p = p + 2
-end
-return {1}
-"""
-
 
 class Publisher(Protocol):
     def publish(self, prepared: Sequence[Prepared]) -> None: ...
@@ -69,7 +36,7 @@ class Publisher(Protocol):
 class RedisPublisher:
     def __init__(self, client: redis.Redis[bytes], topology: Topology) -> None:
         self._topology = topology
-        self._script = client.register_script(_PUBLISH)
+        self._script = scripts.register(client, "publish")
 
     def publish(self, prepared: Sequence[Prepared]) -> None:
         topo = self._topology

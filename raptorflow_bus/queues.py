@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from raptorflow_bus import keys
 from raptorflow_bus.envelope import utcnow
 from raptorflow_bus.topology import PRIORITY_STEPS, priority_list
 
@@ -57,7 +58,7 @@ def all_queue_states(bus: Bus) -> list[QueueState]:
     return [queue_state(bus, q) for q in bus.topology.all_queue_names()]
 
 
-UNACKED_KEY = "unacked"
+UNACKED_KEY = keys.UNACKED
 
 
 def is_idle(bus: Bus, consumers: Sequence[str] | None = None) -> bool:

@@ -9,42 +9,16 @@ from typing import Any
 
 import redis
 
+from raptorflow_bus import keys, scripts
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.store import Counts
 
-PREFIX = "raptorbus:"
-METRICS_KEY = PREFIX + "metrics"
-DLQ_ENTRIES_KEY = PREFIX + "dlq:entries"
-DLQ_INDEX_KEY = PREFIX + "dlq:index"
-DONE_PREFIX = PREFIX + "done:"
+PREFIX = keys.PREFIX
+METRICS_KEY = keys.METRICS
+DLQ_ENTRIES_KEY = keys.DLQ_ENTRIES
+DLQ_INDEX_KEY = keys.DLQ_INDEX
+DONE_PREFIX = keys.DONE_PREFIX
 FIELD_SEP = "|"
-
-_DLQ_PUT = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-local evicted = {}
-if over > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], over)
-  for i = 1, #popped, 2 do
-    redis.call('HDEL', KEYS[1], popped[i])
-    table.insert(evicted, popped[i])
-  end
-  redis.call('HINCRBY', KEYS[3], ARGV[5], #evicted)
-end
-return evicted
-"""
-
-
-_CLAIM = """
-local ndup = tonumber(ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  for i = 2, ndup + 1 do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
-  return 0
-end
-for i = ndup + 2, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
-return 1
-"""
 
 
 def metric_field(scope: str, counter: str) -> str:
@@ -54,8 +28,8 @@ def metric_field(scope: str, counter: str) -> str:
 class RedisStore:
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
-        self._dlq_put = client.register_script(_DLQ_PUT)
-        self._claim = client.register_script(_CLAIM)
+        self._dlq_put = scripts.register(client, "dlq_put")
+        self._claim = scripts.register(client, "claim")
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
         dup = [metric_field(s, c) for (s, c), n in duplicate_counts.items() for _ in range(n)]
