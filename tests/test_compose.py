@@ -58,8 +58,8 @@ def test_every_listed_variable_is_really_read_by_the_code() -> None:
     import inspect
     import re
 
-    from raptorflow_bus import cli, settings
+    from raptorflow_bus import cli, embedded, settings
 
-    source = "".join(inspect.getsource(m) for m in (settings, cli))
+    source = "".join(inspect.getsource(m) for m in (settings, cli, embedded))
     for var in ENV_VARS:
         assert re.search(rf'(get\(|\[)"{var}"', source), var
