@@ -26,7 +26,6 @@ broker_transport_options = {
     "visibility_timeout": 3600,
     "queue_order_strategy": "priority",
     "priority_steps": [0, 3, 6, 9],
-    "sep": ":",
 }
 task_default_priority = 6
 

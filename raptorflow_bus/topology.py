@@ -28,11 +28,14 @@ PRIORITY_VALUES: Mapping[Priority, int] = {
     Priority.NORMAL: 6,
     Priority.LOW: 9,
 }
-PRIORITY_SEP = ":"
+# Kombu's default separator, for priority lists and binding-table members: a
+# stock Kombu or Celery client with default options reads and writes the same
+# keys (with ``:`` they crashed on the binding table, and missed the lists).
+PRIORITY_SEP = "\x06\x16"
 
 
 def priority_list(queue: str, step: int) -> str:
-    """The Redis list Kombu uses for ``queue`` at priority ``step`` (sep ``:``)."""
+    """The Redis list Kombu uses for ``queue`` at priority ``step``."""
     return queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
 
 

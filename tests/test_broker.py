@@ -21,6 +21,7 @@ import routing
 from raptorflow_bus import Backpressure, Bus, BusError, Channel, Settings, Topology
 from raptorflow_bus.dispatch import dispatch, handler_task_id
 from raptorflow_bus.queues import queue_state
+from raptorflow_bus.topology import priority_list
 from tests.harness import Recorder, RedisBackend, wait_until
 from tests.payloads import VALID
 
@@ -88,7 +89,7 @@ def test_an_unacked_event_is_restored_to_its_own_queue_only(redis_backend: Redis
     """Kombu restores through the message's exchange (celery#4091); ours names none."""
     with redis_backend.bus() as bus:
         bus.emit("council.directive", VALID["council.directive"])
-        with Connection(bus.broker_url, transport_options={"sep": ":"}) as conn:
+        with Connection(bus.broker_url) as conn:
             queue = bus.topology.kombu_event_queue("research")
             message = queue(conn.default_channel).get(no_ack=False)
             assert message is not None
@@ -105,9 +106,9 @@ def test_the_same_event_delivered_twice_runs_each_handler_once(
     with redis_backend.bus() as bus:
         bus.subscribe("signal.detected", calls.handler("once"), guild="research")
         env = bus.emit("signal.detected", SIGNAL, workspace_id="ws-1")
-        raw = json.loads(bus.redis.lindex("research:6", 0))
+        raw = json.loads(bus.redis.lindex(priority_list("research", 6), 0))
         raw["properties"]["delivery_tag"] = str(uuid.uuid4())
-        bus.redis.lpush("research:6", json.dumps(raw))
+        bus.redis.lpush(priority_list("research", 6), json.dumps(raw))
         assert depth(bus, "research") == 2
         with redis_backend.running(bus, consumers=["research"], concurrency=1):
             redis_backend.settle(bus, lambda: bus.get_metrics()["totals"]["duplicates"] == 1)
@@ -274,9 +275,9 @@ def test_a_dispatched_handler_task_is_the_message_apply_async_would_write(
     with redis_backend.bus() as bus:
         bus.subscribe("signal.detected", calls.handler("mirror"), guild="research")
         env = bus.emit("signal.detected", SIGNAL, workspace_id="ws-1")
-        raw_event = json.loads(bus.redis.rpop("research:6"))
+        raw_event = json.loads(bus.redis.rpop(priority_list("research", 6)))
         assert dispatch(bus, env, "research", json.loads(raw_event["body"]), raw_event["body"])
-        ours = json.loads(bus.redis.rpop("research.handlers:6"))
+        ours = json.loads(bus.redis.rpop(priority_list("research.handlers", 6)))
         task_id = handler_task_id(env.id, "research.mirror")
         bus.app.tasks["research.mirror"].apply_async(
             kwargs={"envelope": json.loads(raw_event["body"])},
@@ -284,7 +285,7 @@ def test_a_dispatched_handler_task_is_the_message_apply_async_would_write(
             queue="research.handlers",
             priority=6,
         )
-        celery = json.loads(bus.redis.rpop("research.handlers:6"))
+        celery = json.loads(bus.redis.rpop(priority_list("research.handlers", 6)))
     assert json.loads(ours["body"]) == json.loads(base64.b64decode(celery["body"]))
     differ = {"origin", "kwargsrepr"}
     assert {k: v for k, v in ours["headers"].items() if k not in differ} == {

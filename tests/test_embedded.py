@@ -12,6 +12,7 @@ import redis
 
 from raptorflow_bus import Bus, Settings
 from raptorflow_bus.embedded import EmbeddedRedis
+from raptorflow_bus.topology import priority_list
 
 pytestmark = pytest.mark.broker
 
@@ -63,7 +64,7 @@ def test_a_bus_with_no_broker_configured_starts_one_and_logs_it(
     url = bus.broker_url
     assert url is not None and url.startswith("redis://127.0.0.1:")
     bus.emit("alert.created", {"alert_id": "a", "severity": "info", "title": "t", "message": "m"})
-    assert redis.Redis.from_url(url).llen("council:6") == 1
+    assert redis.Redis.from_url(url).llen(priority_list("council", 6)) == 1
     assert any("using embedded redis broker" in r.getMessage() for r in caplog.records)
     bus.close()
     assert not alive(url)
