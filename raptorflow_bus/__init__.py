@@ -1,6 +1,6 @@
 """RaptorFlow Bus: typed events fanned out to guild workers over Celery and Kombu."""
 
-from raptorflow_bus.bus import Bus
+from raptorflow_bus.bus import Bus, Sent, SentBatch
 from raptorflow_bus.catalogue import Catalogue, EventSpec
 from raptorflow_bus.context import bus_context
 from raptorflow_bus.deadletter import DeadLetter
@@ -8,6 +8,7 @@ from raptorflow_bus.default import default_bus, emit, get_bus
 from raptorflow_bus.envelope import Envelope, Priority
 from raptorflow_bus.errors import (
     Backpressure,
+    BrokerOutOfMemory,
     BrokerUnavailable,
     BusError,
     ConfigurationError,
@@ -17,6 +18,7 @@ from raptorflow_bus.errors import (
     InvalidEventType,
     InvalidPayload,
     MissingWorkspace,
+    OutboxUnavailable,
     PayloadTooLarge,
     UnknownConsumer,
     UnknownEventType,
@@ -28,6 +30,7 @@ from raptorflow_bus.topology import Channel, Consumer, Topology
 
 __all__ = [
     "Backpressure",
+    "BrokerOutOfMemory",
     "BrokerUnavailable",
     "Bus",
     "BusError",
@@ -45,8 +48,11 @@ __all__ = [
     "InvalidEventType",
     "InvalidPayload",
     "MissingWorkspace",
+    "OutboxUnavailable",
     "PayloadTooLarge",
     "Priority",
+    "Sent",
+    "SentBatch",
     "Settings",
     "Topology",
     "UnknownConsumer",

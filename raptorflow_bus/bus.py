@@ -16,12 +16,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from raptorflow_bus.backoff import Backoff
+from raptorflow_bus.breaker import Breaker
 from raptorflow_bus.catalogue import Catalogue
 from raptorflow_bus.context import correlation_id_var, current_envelope_var, workspace_id_var
 from raptorflow_bus.dlq import DeadLetterQueue
@@ -43,6 +45,7 @@ from raptorflow_bus.handlers import HandlerFunc, HandlerGroup, HandlerSpec, make
 from raptorflow_bus.logs import log
 from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.metrics import Metrics
+from raptorflow_bus.outbox import Outbox, Relay, target_for
 from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisPublisher
 from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.settings import Settings, mask_url
@@ -52,6 +55,29 @@ from raptorflow_bus.topology import Topology
 HANDLER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PRIORITIES = frozenset([*Priority, *(p.value for p in Priority)])
 EventItem = tuple[str, Any] | Mapping[str, Any]
+
+# A broker that has not answered within these bounds counts as unreachable: the
+# emit spools (the outbox's first write costs about a millisecond). Strict mode
+# has no outbox to fall back on, so it bounds the whole connect-and-ping to 1 s.
+CONNECT_TIMEOUT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 2.0
+STRICT_TIMEOUT_SECONDS = 0.5
+
+
+class Sent(NamedTuple):
+    """What ``Bus.send`` did: ``spooled`` is True when the event was accepted into
+    the local outbox (the broker was unreachable, or this bus's earlier spooled
+    events had not drained yet) rather than published to its queues."""
+
+    envelope: Envelope
+    spooled: bool
+
+
+class SentBatch(NamedTuple):
+    """What ``Bus.send_many`` did: the whole batch was published, or spooled."""
+
+    envelopes: list[Envelope]
+    spooled: bool
 
 
 def make_celery_app(settings: Settings, overrides: Mapping[str, Any] | None) -> Celery:
@@ -77,7 +103,11 @@ class Bus:
         catalogue: Catalogue | None = None,
         store: Store | None = None,
         celery_config: Mapping[str, Any] | None = None,
+        outbox: bool | None = None,
     ) -> None:
+        """``outbox=False`` (or ``RAPTORBUS_OUTBOX=off``) is strict mode: an emit
+        while the broker is unreachable raises ``BrokerUnavailable`` within 1 s
+        instead of spooling. Eager buses never use an outbox."""
         self.settings = settings or Settings.from_env()
         self.topology = topology or Topology.from_module(
             importlib.import_module(self.settings.routing_module)
@@ -93,6 +123,9 @@ class Bus:
             bool(conf.get("raptorbus_retry_jitter", True)),
         )
         self.dedup_ttl = int(conf.get("raptorbus_dedup_ttl_seconds", 7200))
+        self.reclaim_seconds = self.settings.reclaim_seconds or float(
+            conf.get("raptorbus_reclaim_seconds", 15.0)
+        )
         self._check_timeouts()
         self.app.conf.task_queues = [
             self.topology.kombu_handler_queue(c) for c in self.topology.consumers
@@ -104,6 +137,13 @@ class Bus:
         self._client: redis.Redis[bytes] | None = None
         self._embedded: EmbeddedRedis | None = None
         self._lock = threading.RLock()
+        self.outbox: Outbox | None = None
+        self.breaker = Breaker("broker")
+        self._relay: Relay | None = None
+        if not self.eager:
+            self.outbox = Outbox(self.settings.home, target_for(self.settings.broker_url))
+            if self.settings.outbox if outbox is None else outbox:
+                self._relay = Relay(self.outbox, self.breaker, self._connected_publisher)
         self.dlq = DeadLetterQueue(self)
         self.broker_url: str | None = None
 
@@ -123,42 +163,91 @@ class Bus:
     # connection ---------------------------------------------------------
 
     def connect(self) -> Bus:
-        """Open the broker (embedded if none is configured) and declare the topology."""
+        """Open the broker (embedded if none is configured) and declare the topology.
+
+        With the outbox on, an unreachable broker is not an error here: the bus
+        comes up anyway, its emits spool, and its relay thread connects and
+        drains once the broker answers. Strict and eager buses raise
+        ``BrokerUnavailable``. A bus that connects also drains what earlier
+        processes of this host left in the outbox for this broker."""
+        if self._publisher is not None:
+            return self
+        try:
+            self._open()
+        except BrokerUnavailable as exc:
+            if self._relay is None:
+                raise
+            self.breaker.failure(str(exc))
+        if self._relay is not None:
+            self._relay.start()
+        return self
+
+    def _connected_publisher(self) -> Publisher:
+        """The publisher, connecting first if needed; raises ``BrokerUnavailable``."""
+        if self._publisher is None:
+            self._open()
+        publisher = self._publisher
+        assert publisher is not None
+        return publisher
+
+    def _open(self) -> None:
+        """Connect and install the publisher. The network steps (and starting
+        the embedded server) hold no lock, so a worker's pool child forked
+        meanwhile never inherits a lock held by a thread that is not there;
+        two threads racing here both dial, and the slower one's client is closed."""
+        embedded = None
         with self._lock:
             if self._publisher is not None:
-                return self
+                return
             if self.eager:
                 self._store = self._store or MemoryStore()
                 self._publisher = EagerPublisher(self)
-                return self
-            url = self.settings.broker_url
-            if url is None:
-                self._embedded = EmbeddedRedis(self.settings.home)
-                url = self._embedded.acquire()
-                log(logging.INFO, f"using embedded redis broker {url}")
-            else:
-                log(logging.INFO, f"using broker {mask_url(url)}")
-            self.broker_url = url
-            self.app.conf.update(broker_url=url)
-            if url.startswith("rediss://") and not self.app.conf.broker_use_ssl:
-                # The custom transport is not picked by URL scheme, so Kombu
-                # would not turn TLS on by itself; verify certificates.
-                self.app.conf.update(broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED})
-            client = redis.Redis.from_url(url, health_check_interval=30)
-            try:
-                client.ping()
-            except redis.RedisError as exc:
-                self._release_embedded()
-                raise BrokerUnavailable(f"cannot reach broker {mask_url(url)}: {exc}") from exc
-            self._client = client
+                return
+            if self.settings.broker_url is None:
+                self._embedded = self._embedded or EmbeddedRedis(
+                    self.settings.home, self.settings.appendfsync
+                )
+                embedded = self._embedded
+        url = embedded.acquire() if embedded is not None else self.settings.broker_url
+        assert url is not None
+        self.broker_url = url
+        self.app.conf.update(broker_url=url)
+        if url.startswith("rediss://") and not self.app.conf.broker_use_ssl:
+            # The custom transport is not picked by URL scheme, so Kombu
+            # would not turn TLS on by itself; verify certificates.
+            self.app.conf.update(broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED})
+        strict = self._relay is None
+        client = redis.Redis.from_url(
+            url,
+            health_check_interval=30,
+            socket_connect_timeout=STRICT_TIMEOUT_SECONDS if strict else CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=STRICT_TIMEOUT_SECONDS if strict else READ_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+        )
+        try:
+            client.ping()
             self.declare_topology()
+        except (redis.RedisError, OSError, OperationalError) as exc:
+            client.close()
+            raise BrokerUnavailable(f"cannot reach broker {mask_url(url)}: {exc}") from exc
+        with self._lock:
+            if self._publisher is not None:
+                client.close()
+                return
+            self._client = client
             self._store = self._store or RedisStore(client)
             self._publisher = RedisPublisher(client, self.topology)
-            return self
+        if embedded is not None:
+            log(logging.INFO, f"using embedded redis broker {url}")
+        else:
+            log(logging.INFO, f"using broker {mask_url(url)}")
+        self.breaker.success()
 
     def declare_topology(self) -> None:
         """Declare exchange, queues and bindings; idempotent (trap 1)."""
         with self.app.connection_for_write() as conn:
+            # Fail rather than retry forever if the broker went away since the ping.
+            conn.ensure_connection(max_retries=1)
             channel = conn.default_channel
             self.topology.kombu_exchange(channel).declare()
             for consumer in self.topology.consumers:
@@ -167,15 +256,17 @@ class Bus:
 
     @property
     def redis(self) -> redis.Redis[bytes]:
-        self.connect()
-        if self._client is None:
+        """The broker's client; raises ``BrokerUnavailable`` while it is unreachable."""
+        if self.eager:
             raise BusError("an eager bus has no Redis connection")
+        self._connected_publisher()
+        assert self._client is not None
         return self._client
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self.connect()
+            self._connected_publisher()
         assert self._store is not None
         return self._store
 
@@ -189,6 +280,10 @@ class Bus:
             self._embedded = None
 
     def close(self) -> None:
+        """Disconnect. Events still in the outbox stay there, for the next bus
+        process of this host (or ``raptorbus outbox drain``) to publish."""
+        if self._relay is not None:
+            self._relay.stop()
         with self._lock:
             self._publisher = None
             if self._client is not None:
@@ -356,13 +451,24 @@ class Bus:
         return envelope, body
 
     def emit(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
-        """Validate, publish to every bound queue, and return the envelope sent."""
+        """Validate, publish to every bound queue (or spool), and return the envelope."""
+        return self.send(event_type, payload, **options).envelope
+
+    def send(self, event_type: str, payload: Any = None, **options: Any) -> Sent:
+        """``emit`` that also says whether the event was spooled to the outbox.
+
+        Either way the event is accepted (DESIGN.md section 8); a spooled one
+        reaches its queues when the outbox drains. Bad input raises before
+        anything is published or spooled."""
         prepared = self.prepare(event_type, payload, **options)
-        self._publish([prepared])
-        return prepared[0]
+        return Sent(prepared[0], self._send([prepared]))
 
     def emit_many(self, events: Iterable[EventItem], **common: Any) -> list[Envelope]:
         """All-or-nothing: every event is validated before any is published."""
+        return self.send_many(events, **common).envelopes
+
+    def send_many(self, events: Iterable[EventItem], **common: Any) -> SentBatch:
+        """``emit_many`` that also says whether the batch was spooled (all or none is)."""
         prepared = []
         for item in events:
             if isinstance(item, Mapping):
@@ -375,18 +481,48 @@ class Bus:
             else:
                 event_type, payload = item
                 prepared.append(self.prepare(event_type, payload, **common))
-        if prepared:
-            self._publish(prepared)
-        return [envelope for envelope, _ in prepared]
+        spooled = self._send(prepared) if prepared else False
+        return SentBatch([envelope for envelope, _ in prepared], spooled)
 
     async def publish(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
         return await asyncio.to_thread(self.emit, event_type, payload, **options)
 
-    def _publish(self, prepared: list[Prepared]) -> None:
-        if self._publisher is None:
-            self.connect()
-        assert self._publisher is not None
-        self._publisher.publish(prepared)
+    def _send(self, prepared: list[Prepared]) -> bool:
+        """Publish, or spool to the outbox; True when spooled.
+
+        Spooled events of this bus go first: while any wait, new ones queue
+        behind them in the outbox instead of overtaking them. While the breaker
+        is open the broker is not tried at all, so an emit costs one local
+        write. A timeout is ambiguous (the broker may have published before it
+        went silent); the spooled copy then becomes a counted duplicate."""
+        relay = self._relay
+        if relay is None:
+            self._connected_publisher().publish(prepared)
+            self._log_published(prepared)
+            return False
+        if not self.breaker.allow():
+            relay.spool(prepared)
+            self._log_spooled(prepared, "broker unreachable")
+            return True
+        if relay.spool_if_behind(prepared):
+            self._log_spooled(prepared, "behind this bus's earlier spooled events")
+            return True
+        try:
+            self._connected_publisher().publish(prepared)
+        except BrokerUnavailable as exc:
+            self.breaker.failure(str(exc))
+            relay.spool(prepared)
+            self._log_spooled(prepared, "broker unreachable")
+            return True
+        except BusError:
+            self.breaker.success()
+            raise
+        self.breaker.success()
+        self._log_published(prepared)
+        return False
+
+    @staticmethod
+    def _log_published(prepared: list[Prepared]) -> None:
         for envelope, _ in prepared:
             log(
                 logging.INFO,
@@ -395,5 +531,37 @@ class Bus:
                 event_id=envelope.id,
             )
 
+    @staticmethod
+    def _log_spooled(prepared: list[Prepared], reason: str) -> None:
+        for envelope, _ in prepared:
+            log(
+                logging.WARNING,
+                f"spooled event {envelope.type} to the outbox ({reason})",
+                envelope=envelope,
+                event_id=envelope.id,
+            )
+
+    @property
+    def spooling(self) -> bool:
+        """Whether an emit now would go to the outbox: the broker is unreachable,
+        or this bus's spooled events have not all drained yet."""
+        relay = self._relay
+        return relay is not None and (relay.behind or not self.breaker.allow())
+
+    def drain_outbox(self) -> int:
+        """Publish what this host's outbox holds for this broker, now; return how
+        many. Raises ``BrokerUnavailable`` if the broker is unreachable; returns 0
+        if another process is draining."""
+        if self.outbox is None:
+            return 0
+        return self.outbox.drain(self._connected_publisher().publish)
+
+    def outbox_stats(self) -> dict[str, Any]:
+        """Read from the local file, so it works while the broker is down."""
+        if self.outbox is None:
+            return {"depth": 0, "oldest_age_seconds": None, "spooled": 0, "drained": 0}
+        return self.outbox.stats()
+
     def get_metrics(self) -> dict[str, Any]:
-        return self.metrics.snapshot()
+        """The counters (kept in the broker) plus this host's outbox."""
+        return {**self.metrics.snapshot(), "outbox": self.outbox_stats()}

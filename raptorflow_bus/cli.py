@@ -20,6 +20,7 @@ from typing import Any
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.errors import BrokerUnavailable, BusError, DeadLetterNotFound
+from raptorflow_bus.outbox import Outbox, target_for
 from raptorflow_bus.queues import all_queue_states
 from raptorflow_bus.settings import Settings
 from raptorflow_bus.topology import Topology
@@ -44,7 +45,8 @@ def out(data: Any, as_json: bool, render: Callable[[], None]) -> None:
 
 
 def open_bus() -> Bus:
-    return Bus().connect()
+    """A strict bus: these commands need the broker, so they fail fast (exit 3)."""
+    return Bus(outbox=False).connect()
 
 
 # worker / flower ---------------------------------------------------------
@@ -103,16 +105,26 @@ def cmd_emit(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: PAYLOAD_JSON is not valid JSON: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    with open_bus() as bus:
-        envelope = bus.emit(
+    bus = Bus()  # connects on send, after validation: bad input is exit 2 even offline
+    try:
+        envelope, spooled = bus.send(
             args.type,
             payload,
             workspace_id=args.workspace,
             correlation_id=args.correlation,
             priority=args.priority,
         )
+    finally:
+        bus.close()
+    if spooled:
+        print(
+            "broker unreachable: event spooled to this host's outbox; it is published by "
+            "`raptorbus outbox drain` or the next bus process to start on this host",
+            file=sys.stderr,
+        )
     data = envelope.model_dump(mode="json")
-    out(data, args.json, lambda: print(f"emitted {envelope.type} id={envelope.id}"))
+    verb = "spooled" if spooled else "emitted"
+    out(data, args.json, lambda: print(f"{verb} {envelope.type} id={envelope.id}"))
     return EXIT_OK
 
 
@@ -203,7 +215,12 @@ def stats_snapshot(bus: Bus) -> dict[str, Any]:
             "oldest_age_seconds": max(ages) if ages else None,
             **handled,
         }
-    return {"time": time.time(), "guilds": guilds, "dlq_depth": metrics["dlq"]["depth"]}
+    return {
+        "time": time.time(),
+        "guilds": guilds,
+        "dlq_depth": metrics["dlq"]["depth"],
+        "outbox": metrics["outbox"],
+    }
 
 
 def with_rates(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
@@ -221,7 +238,12 @@ def with_rates(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, 
 def render_stats(data: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"RaptorFlow Bus - DLQ depth {data['dlq_depth']}")
+    outbox = data["outbox"]
+    spooled_age = outbox["oldest_age_seconds"]
+    table = Table(
+        title=f"RaptorFlow Bus - DLQ depth {data['dlq_depth']} - outbox depth {outbox['depth']}"
+        + ("" if spooled_age is None else f", oldest spooled {spooled_age:.1f}s")
+    )
     for col in ("guild", "depth", "oldest", "ok", "failed", "retried", "dead", "ok/s"):
         table.add_column(col, justify="right" if col != "guild" else "left")
     for name, g in data["guilds"].items():
@@ -368,6 +390,39 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+# outbox ----------------------------------------------------------------------
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.outbox_command == "status":
+        outbox = Outbox(settings.home, target_for(settings.broker_url))
+        data: dict[str, Any] = {
+            "path": str(outbox.path),
+            "broker": outbox.target,
+            "spooling": settings.outbox,
+            **outbox.stats(),
+            "other_brokers": outbox.other_targets(),
+        }
+
+        def render() -> None:
+            age = data["oldest_age_seconds"]
+            print(f"outbox {data['path']} for {data['broker']}")
+            print(f"  waiting: {data['depth']}" + ("" if age is None else f", oldest {age:.1f}s"))
+            print(f"  spooled: {data['spooled']}, drained: {data['drained']} (this host)")
+            for broker, depth in data["other_brokers"].items():
+                print(f"  waiting for another broker {broker}: {depth}")
+
+        out(data, args.json, render)
+        return EXIT_OK
+    with Bus(settings, outbox=False) as bus:
+        drained = bus.drain_outbox()
+        left = bus.outbox_stats()["depth"]
+    result = {"drained": drained, "left": left}
+    out(result, args.json, lambda: print(f"drained {drained} event(s); {left} left"))
+    return EXIT_OK
+
+
 # up ------------------------------------------------------------------------
 
 
@@ -448,6 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         q.add_argument("--json", action="store_true")
     dlq.set_defaults(func=cmd_dlq)
+
+    box = sub.add_parser("outbox", help="events spooled on this host while the broker was down")
+    bsub = box.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    q = bsub.add_parser("status", help="depth and oldest age (reads the local file only)")
+    q.add_argument("--json", action="store_true")
+    q = bsub.add_parser("drain", help="publish what waits now (exit 3 if the broker is down)")
+    q.add_argument("--json", action="store_true")
+    box.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("demo", help="drive the demo agent run against running workers")
     p.add_argument("--seconds", type=float, default=6.0)

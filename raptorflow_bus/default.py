@@ -30,7 +30,10 @@ def default_bus() -> Bus:
 
 
 async def get_bus() -> Bus:
-    """The process-wide, connected bus (connecting may start the embedded Redis)."""
+    """The process-wide, connected bus (connecting may start the embedded Redis).
+
+    With the outbox on it returns even while the broker is unreachable: its emits
+    spool, and it connects and drains by itself once the broker answers."""
     return await asyncio.to_thread(default_bus)
 
 

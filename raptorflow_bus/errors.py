@@ -59,6 +59,16 @@ class BrokerUnavailable(BusError):
     """The broker could not be reached; nothing was published."""
 
 
+class BrokerOutOfMemory(BrokerUnavailable):
+    """The broker is at ``maxmemory`` with ``noeviction`` and refused the write;
+    the publish script's first write failed, so no queue got the event."""
+
+
+class OutboxUnavailable(BrokerUnavailable):
+    """The broker could not be reached and the local outbox could not store the
+    events either (disk full, permissions): nothing was accepted."""
+
+
 class ConfigurationError(BusError, ValueError):
     """The bus or routing configuration is inconsistent."""
 

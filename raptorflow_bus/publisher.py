@@ -18,7 +18,7 @@ import redis
 
 from raptorflow_bus import scripts
 from raptorflow_bus.envelope import Envelope
-from raptorflow_bus.errors import Backpressure, BrokerUnavailable
+from raptorflow_bus.errors import Backpressure, BrokerOutOfMemory, BrokerUnavailable
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, Topology, priority_list
 from raptorflow_bus.transport import kombu_message, wake_key
@@ -65,6 +65,14 @@ class RedisPublisher:
             result = self._script(keys=keys, args=args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"broker unreachable, event not published: {exc}") from exc
+        except redis.ResponseError as exc:
+            # Before Redis 7 a script may write past maxmemory once it has
+            # written; the first LPUSH is refused, so nothing is half-published.
+            if str(exc).startswith("OOM"):
+                raise BrokerOutOfMemory(
+                    f"broker out of memory, event not published: {exc}"
+                ) from exc
+            raise
         if int(result[0]) == 0:
             queue = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
             raise Backpressure(queue, int(result[2]), int(result[3]))

@@ -28,6 +28,9 @@ ENV_VARS = frozenset(
         "RAPTORBUS_HOME",
         "RAPTORBUS_RETRY_BASE_SECONDS",
         "RAPTORBUS_RECLAIM_SECONDS",
+        "RAPTORBUS_APPENDFSYNC",
+        "RAPTORBUS_REDIS_SERVER",
+        "RAPTORBUS_OUTBOX",
         "FLOWER_BASIC_AUTH",
     }
 )
@@ -83,6 +86,26 @@ def _positive_seconds(env: Mapping[str, str], name: str) -> float | None:
     return value
 
 
+def _switch(name: str, text: str | None, default: bool) -> bool:
+    value = (text or "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ConfigurationError(f"{name} must be 'on' or 'off', got {text!r}")
+
+
+def _appendfsync(env: Mapping[str, str]) -> str:
+    value = env.get("RAPTORBUS_APPENDFSYNC", "everysec")
+    if value not in ("everysec", "always"):
+        raise ConfigurationError(
+            f"RAPTORBUS_APPENDFSYNC must be 'everysec' or 'always', got {value!r}"
+        )
+    return value
+
+
 def _default_home() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "raptorbus"
@@ -98,6 +121,9 @@ class Settings:
     handler_modules: tuple[str, ...] = ("tasks",)
     retry_base_seconds: float | None = None
     reclaim_seconds: float | None = None
+    appendfsync: str = "everysec"
+    # Spool to the local outbox when the broker is unreachable; off: raise BrokerUnavailable.
+    outbox: bool = True
     home: Path = field(default_factory=_default_home)
 
     @classmethod
@@ -120,6 +146,8 @@ class Settings:
             ) from None
         return cls(
             reclaim_seconds=_positive_seconds(env, "RAPTORBUS_RECLAIM_SECONDS"),
+            appendfsync=_appendfsync(env),
+            outbox=_switch("RAPTORBUS_OUTBOX", env.get("RAPTORBUS_OUTBOX"), default=True),
             broker_url=broker_url_from_env(env),
             eager=env.get("RAPTORBUS_EAGER", "") in ("1", "true", "yes"),
             max_payload_bytes=max_bytes,

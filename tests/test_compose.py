@@ -62,4 +62,4 @@ def test_every_listed_variable_is_really_read_by_the_code() -> None:
 
     source = "".join(inspect.getsource(m) for m in (settings, cli, embedded))
     for var in ENV_VARS:
-        assert re.search(rf'(get\(|\[)"{var}"', source), var
+        assert re.search(rf'(get\(|\[|\(env, )"{var}"', source), var

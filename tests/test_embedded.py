@@ -70,10 +70,13 @@ def test_a_bus_with_no_broker_configured_starts_one_and_logs_it(
     assert not alive(url)
 
 
-def test_a_configured_broker_that_is_down_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_configured_broker_that_is_down_is_a_clear_error_in_strict_mode(
+    tmp_path: Path,
+) -> None:
     from raptorflow_bus import BrokerUnavailable
     from raptorflow_bus.embedded import free_port
 
-    bus = Bus(Settings(broker_url=f"redis://user:pw@127.0.0.1:{free_port()}/0"))
+    url = f"redis://user:pw@127.0.0.1:{free_port()}/0"
+    bus = Bus(Settings(broker_url=url, home=tmp_path), outbox=False)
     with pytest.raises(BrokerUnavailable, match=r"cannot reach broker redis://user:\*\*\*@"):
         bus.connect()
