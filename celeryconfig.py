@@ -1,6 +1,8 @@
 """Celery settings for RaptorFlow Bus, as plain data (see DESIGN.md section 5
 for why each reliability setting is here). ``raptorbus_*`` keys are the bus's own."""
 
+import socket
+
 # JSON only: pickle from a broker is remote code execution.
 task_serializer = "json"
 result_serializer = "json"
@@ -22,10 +24,24 @@ task_soft_time_limit = 570
 # as unacked in one atomic step: stock Kombu loses the message popped by a
 # worker killed between its BRPOP and the unacked write.
 broker_transport = "raptorflow_bus.transport:Transport"
+# A connection that goes silent (a NAT or load balancer forgets the flow, no
+# FIN, no RST) must fail, not hang: commands time out, TCP keepalive probes an
+# idle socket after 5 s, and Kombu drops a BRPOP whose reply is overdue by
+# brpop_timeout + health_check_interval, so a worker replaces it within 15 s.
 broker_transport_options = {
     "visibility_timeout": 3600,
     "queue_order_strategy": "priority",
     "priority_steps": [0, 3, 6, 9],
+    "brpop_timeout": 1,
+    "health_check_interval": 5,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "socket_keepalive_options": {
+        socket.TCP_KEEPIDLE: 5,
+        socket.TCP_KEEPINTVL: 2,
+        socket.TCP_KEEPCNT: 3,
+    },
 }
 task_default_priority = 6
 
