@@ -14,6 +14,7 @@ from celery import Task
 from raptorflow_bus.context import handling
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.envelope import Envelope, utcnow
+from raptorflow_bus.errors import BusError
 from raptorflow_bus.logs import log
 from raptorflow_bus.metrics import Metrics
 
@@ -57,9 +58,18 @@ def run_handler(
         log(logging.INFO, f"skipped duplicate run of {spec.task_name}", envelope=env)
         return "duplicate"
 
+    try:
+        payload = bus.catalogue.validate(env.type, env.payload)
+    except BusError as exc:
+        # Invalid data cannot become valid by waiting: dead-letter it at once,
+        # and never hand it to the handler.
+        now = utcnow()
+        first = first_failed_at or now.isoformat()
+        _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)
+        counts.incr(env.type, "failed", "dead_lettered", handler=spec.task_name)
+        return "invalid"
     with handling(bus, env):
         try:
-            payload = bus.catalogue.validate(env.type, env.payload)
             spec.call(payload, env)
         except Exception as exc:
             now = utcnow()

@@ -68,7 +68,9 @@ class RedisPublisher:
         except redis.ResponseError as exc:
             # Before Redis 7 a script may write past maxmemory once it has
             # written; the first LPUSH is refused, so nothing is half-published.
-            if str(exc).startswith("OOM"):
+            # Redis 6.2 reports it inside the script error, 7.x as OutOfMemoryError;
+            # both say this.
+            if "used memory > 'maxmemory'" in str(exc):
                 raise BrokerOutOfMemory(
                     f"broker out of memory, event not published: {exc}"
                 ) from exc

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
@@ -132,12 +133,19 @@ class QoS(_RedisQoS):  # type: ignore[misc]
 class Channel(_RedisChannel):  # type: ignore[misc]
     QoS = QoS
 
-    #: Deliveries of this process's channels that closed while Redis was away,
-    #: per owner: the next channel that reaches Redis hands them back. This is
-    #: process state on purpose: nothing else outlives the lost connection.
-    unrestored: ClassVar[dict[str, set[str]]] = {}
+    #: A lost connection can orphan deliveries this process owns: those of a
+    #: channel that closed while Redis was away, and a pop whose reply never
+    #: came back (the script ran, the message is recorded against this worker,
+    #: and nobody holds it). Neither a reaper (this worker is alive) nor the
+    #: channel (it is gone) would ever hand them back, so the next channel of
+    #: this process that reaches Redis sweeps: every delivery recorded against
+    #: its owner that no open channel of the process holds goes back to its
+    #: queue. Process state on purpose: nothing else outlives the connection.
+    open_channels: ClassVar[weakref.WeakSet[Channel]] = weakref.WeakSet()
+    needs_sweep: ClassVar[set[str]] = set()
     _in_poll: Any
     _closing: bool
+    _qos: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._params: dict[bool, dict[str, Any]] = {}
@@ -150,6 +158,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self._sync_client: Any = None
         options = self.connection.client.transport_options
         self.owner: str | None = options.get(OWNER_OPTION) or None
+        self.open_channels.add(self)
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         """Kombu reads these from the connection, which a lost connection has
@@ -170,20 +179,28 @@ class Channel(_RedisChannel):  # type: ignore[misc]
                 "after the visibility timeout"
             )
             return
-        self.unrestored.setdefault(self.owner, set()).update(tags)
+        self.needs_sweep.add(self.owner)
         logger.warning(
             f"could not hand back {len(tags)} deliveries ({error}); they go back as soon "
             "as Redis is reachable"
         )
 
-    def _restore_deferred(self, client: Any) -> None:
-        tags = self.unrestored.pop(self.owner, None) if self.owner else None
-        if not tags:
-            return
+    def _sweep(self, client: Any) -> None:
+        owner = str(self.owner)
+        self.needs_sweep.discard(owner)
         try:
-            Reaper(client, 0, self.priority_steps, self.sep).restore(str(self.owner), tags)
+            recorded = {t.decode() for t in client.hkeys(keys.owned(owner))}
+            held = {
+                str(tag)
+                for channel in list(self.open_channels)
+                if channel.owner == owner and channel._qos is not None
+                for tag in channel._qos._delivered
+            }
+            orphans = recorded - held - self._recorded
+            if orphans:
+                Reaper(client, 0, self.priority_steps, self.sep).restore(owner, orphans)
         except _CONNECTION_ERRORS:
-            self.unrestored.setdefault(str(self.owner), set()).update(tags)
+            self.needs_sweep.add(owner)
             raise
 
     def queue_delete(self, queue: str, *args: Any, **kwargs: Any) -> Any:
@@ -202,6 +219,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
     def close(self) -> None:
         """A BRPOP still in flight is read and dropped, never turned into a
         delivery on a closing channel; a dead socket is no reason to fail the close."""
+        self.open_channels.discard(self)
         if self._in_poll:
             try:
                 self.client.parse_response(self.client.connection, "BRPOP")
@@ -260,13 +278,18 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         script_keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
         with self.conn_or_acquire() as client:
-            if self.unrestored:
-                self._restore_deferred(client)
+            if self.owner in self.needs_sweep:
+                self._sweep(client)
             if self._pop_script is None:
                 self._pop_script = scripts.register(client, "pop")
-            result = self._pop_script(
-                keys=script_keys, args=[time(), len(queues), *acks, *queues], client=client
-            )
+            try:
+                result = self._pop_script(
+                    keys=script_keys, args=[time(), len(queues), *acks, *queues], client=client
+                )
+            except _CONNECTION_ERRORS:
+                if self.owner:
+                    self.needs_sweep.add(self.owner)
+                raise
         if not result:
             return None
         item, tag, index = result

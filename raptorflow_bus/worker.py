@@ -7,7 +7,6 @@ between redelivers the event and the deterministic task ids absorb the copy."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -18,34 +17,14 @@ from kombu import Consumer, Message
 from pydantic import ValidationError
 
 from raptorflow_bus.bus import Bus
-from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.dispatch import dispatch
-from raptorflow_bus.envelope import Envelope, utcnow
+from raptorflow_bus.envelope import Envelope
+from raptorflow_bus.guild_consumer import make_guild_consumer
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
 from raptorflow_bus.logs import OncePerOutage, log
+from raptorflow_bus.quarantine import oversized, quarantine
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
 from raptorflow_bus.transport import OWNER_OPTION
-
-
-def _dead_letter_malformed(bus: Bus, consumer: str, body: Any, error: Exception) -> None:
-    now = utcnow()
-    raw = body if isinstance(body, str) else json.dumps(body, default=str)
-    letter = DeadLetter(
-        id=f"malformed-{consumer}-{now.timestamp():.6f}",
-        envelope=None,
-        raw_body=raw[:65_536],
-        handler="<dispatch>",
-        guild=consumer,
-        exception_type=type(error).__name__,
-        message=str(error)[:4_000],
-        traceback="",
-        attempts=1,
-        first_failed_at=now,
-        last_failed_at=now,
-    )
-    bus.store.dlq_put(letter, bus.topology.dlq_capacity)
-    bus.store.incr({("dispatch", "malformed"): 1})
-    log(logging.ERROR, f"malformed message on queue {consumer!r} dead-lettered as {letter.id}")
 
 
 def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.ConsumerStep]:
@@ -62,6 +41,7 @@ def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.Consum
                     channel,
                     queues=[bus.topology.kombu_event_queue(name)],
                     callbacks=[_on_message(bus, name)],
+                    on_decode_error=_on_decode_error(bus, name),
                     accept=["json"],
                     prefetch_count=50,
                 )
@@ -71,12 +51,33 @@ def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.Consum
     return EventDispatch
 
 
+def _on_decode_error(bus: Bus, consumer: str) -> Any:
+    """Kombu's default re-raises, and a refused pickle body then stops the worker."""
+
+    def on_decode_error(message: Message, exc: Exception) -> None:
+        reason = f"cannot decode {message.content_type!r} body: {exc}"
+        quarantine(bus, consumer, reason, type(exc).__name__, body=message.body)
+        message.ack()
+
+    return on_decode_error
+
+
 def _on_message(bus: Bus, consumer: str) -> Any:
     def on_message(body: Any, message: Message) -> None:
+        too_big = oversized(bus, message.body)
+        if too_big:
+            quarantine(bus, consumer, too_big, "PayloadTooLarge", body=message.body)
+            message.ack()
+            return
         try:
             envelope = Envelope.model_validate(body)
         except (ValidationError, TypeError, ValueError) as exc:
-            _dead_letter_malformed(bus, consumer, body, exc)
+            quarantine(bus, consumer, str(exc), type(exc).__name__, body=body)
+            message.ack()
+            return
+        if envelope.type not in bus.catalogue:
+            reason = f"unknown event type {envelope.type!r}"
+            quarantine(bus, consumer, reason, "UnknownEventType", envelope=envelope)
             message.ack()
             return
         try:
@@ -116,6 +117,7 @@ def build_worker(
     )
     bus.app.steps["worker"].add(make_heartbeat_step(heartbeat))
     bus.app.steps["consumer"].add(make_event_step(bus, consumers))
+    conf.update(worker_consumer=make_guild_consumer(bus, consumers))
     OncePerOutage.install()
     return bus.app.Worker(
         hostname=host_format(hostname or f"{'+'.join(consumers)}@%h"),
