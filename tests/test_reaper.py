@@ -27,11 +27,14 @@ RECLAIM = 1.5
 
 
 def publish(url: str, count: int) -> None:
-    with Connection(
-        url,
-        transport="raptorflow_bus.transport:Transport",
-        transport_options=celeryconfig.broker_transport_options,
-    ) as conn, conn.Producer(serializer="json") as producer:
+    with (
+        Connection(
+            url,
+            transport="raptorflow_bus.transport:Transport",
+            transport_options=celeryconfig.broker_transport_options,
+        ) as conn,
+        conn.Producer(serializer="json") as producer,
+    ):
         for n in range(count):
             producer.publish({"n": n}, routing_key=QUEUE, declare=[Queue(QUEUE)])
 
@@ -123,9 +126,7 @@ def test_two_reapers_racing_restore_each_delivery_once(bus: Bus, redis_url: str)
 
 
 @pytest.mark.timeout(60)
-def test_a_delivery_acked_before_the_reaper_runs_is_not_restored(
-    bus: Bus, redis_url: str
-) -> None:
+def test_a_delivery_acked_before_the_reaper_runs_is_not_restored(bus: Bus, redis_url: str) -> None:
     publish(redis_url, 2)
     with holder(redis_url, 2) as (proc, worker):
         proc.kill()
