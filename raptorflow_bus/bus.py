@@ -48,9 +48,10 @@ from raptorflow_bus.handlers import HandlerFunc, HandlerGroup, HandlerSpec, make
 from raptorflow_bus.logs import log
 from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.metrics import Metrics
-from raptorflow_bus.outbox import Outbox, Relay, target_for
+from raptorflow_bus.outbox import Outbox, target_for
 from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisPublisher
 from raptorflow_bus.redis_store import RedisStore
+from raptorflow_bus.relay import Relay
 from raptorflow_bus.settings import Settings, mask_url
 from raptorflow_bus.store import Store
 from raptorflow_bus.topology import Topology
