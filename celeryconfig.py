@@ -27,14 +27,15 @@ broker_transport = "raptorflow_bus.transport:Transport"
 # A connection that goes silent (a NAT or load balancer forgets the flow, no
 # FIN, no RST) must fail, not hang: commands time out, TCP keepalive probes an
 # idle socket after 5 s, and Kombu drops a BRPOP whose reply is overdue by
-# brpop_timeout + health_check_interval, so a worker replaces it within 15 s.
+# brpop_timeout + health_check_interval, so a worker replaces it within 15 s
+# (the fault suite's scenario 11).
 broker_transport_options = {
     "visibility_timeout": 3600,
     "queue_order_strategy": "priority",
     "priority_steps": [0, 3, 6, 9],
     "brpop_timeout": 1,
-    "health_check_interval": 5,
-    "socket_timeout": 10,
+    "health_check_interval": 2,
+    "socket_timeout": 3,
     "socket_connect_timeout": 5,
     "socket_keepalive": True,
     "socket_keepalive_options": {

@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from raptorflow_bus.backoff import Backoff
 from raptorflow_bus.breaker import Breaker
+from raptorflow_bus.broker_address import BrokerAddress, close_client
 from raptorflow_bus.catalogue import Catalogue
 from raptorflow_bus.context import correlation_id_var, current_envelope_var, workspace_id_var
 from raptorflow_bus.dlq import DeadLetterQueue
@@ -52,6 +53,7 @@ from raptorflow_bus.outbox import Outbox, target_for
 from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisPublisher
 from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.relay import Relay
+from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.settings import Settings, mask_url
 from raptorflow_bus.store import Store
 from raptorflow_bus.topology import Topology
@@ -69,6 +71,7 @@ EventItem = tuple[str, Any] | Mapping[str, Any]
 CONNECT_TIMEOUT_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 1.5
 STRICT_TIMEOUT_SECONDS = 0.5
+WAIT_MARGIN_SECONDS = 0.25
 # Probe an idle connection after 5 s, give up after 3 probes 2 s apart (types-redis
 # types the keys as str; redis-py takes the socket option numbers).
 KEEPALIVE_OPTIONS: Any = {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3}
@@ -156,6 +159,10 @@ class Bus:
                 self._relay = Relay(self.outbox, self.breaker, self._connected_publisher)
         self.dlq = DeadLetterQueue(self)
         self.broker_url: str | None = None
+        self.address: BrokerAddress | None = None
+        self.replica_acks = ReplicaAcks(
+            self.settings.min_replica_acks, self.settings.replica_ack_timeout_seconds
+        )
 
     def _check_timeouts(self) -> None:
         visibility = float(self.app.conf.broker_transport_options.get("visibility_timeout", 3600))
@@ -220,18 +227,27 @@ class Bus:
                 embedded = self._embedded
         url = embedded.acquire() if embedded is not None else self.settings.broker_url
         assert url is not None
+        address = self.settings.address_of(url)
         self.broker_url = url
-        self.app.conf.update(broker_url=url)
-        if url.startswith("rediss://") and not self.app.conf.broker_use_ssl:
+        self.address = address
+        conf = self.app.conf
+        conf.update(address.celery_conf(conf.broker_transport, conf.broker_transport_options))
+        if url.startswith("rediss://") and not conf.broker_use_ssl:
             # The custom transport is not picked by URL scheme, so Kombu
             # would not turn TLS on by itself; verify certificates.
-            self.app.conf.update(broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED})
+            conf.update(broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED})
         strict = self._relay is None
-        client = redis.Redis.from_url(
-            url,
+        read_timeout = STRICT_TIMEOUT_SECONDS if strict else READ_TIMEOUT_SECONDS
+        if self.replica_acks.replicas:
+            # WAIT must run out first, so a missing replica reads as
+            # NotReplicated (the write is known) rather than a timeout.
+            read_timeout = max(
+                read_timeout, self.replica_acks.timeout_seconds + WAIT_MARGIN_SECONDS
+            )
+        client = address.client(
             health_check_interval=30,
             socket_connect_timeout=STRICT_TIMEOUT_SECONDS if strict else CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=STRICT_TIMEOUT_SECONDS if strict else READ_TIMEOUT_SECONDS,
+            socket_timeout=read_timeout,
             socket_keepalive=True,
             socket_keepalive_options=KEEPALIVE_OPTIONS,
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
@@ -240,15 +256,15 @@ class Bus:
             client.ping()
             self.declare_topology()
         except (redis.RedisError, OSError, OperationalError) as exc:
-            client.close()
+            close_client(client)
             raise BrokerUnavailable(f"cannot reach broker {mask_url(url)}: {exc}") from exc
         with self._lock:
             if self._publisher is not None:
-                client.close()
+                close_client(client)
                 return
             self._client = client
-            self._store = self._store or RedisStore(client)
-            self._publisher = RedisPublisher(client, self.topology)
+            self._store = self._store or RedisStore(client, self.replica_acks)
+            self._publisher = RedisPublisher(client, self.topology, self.replica_acks)
         if embedded is not None:
             log(logging.INFO, f"using embedded redis broker {url}")
         else:
@@ -275,6 +291,16 @@ class Bus:
         assert self._client is not None
         return self._client
 
+    def current_master(self) -> str | None:
+        """``host:port`` of the master the Sentinels name now (it changes with a
+        failover); None when the broker is not on Sentinel."""
+        if self.address is None or not self.address.is_sentinel:
+            return None
+        try:
+            return self.address.current_master(self.redis)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"no master: {exc}") from exc
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -299,7 +325,7 @@ class Bus:
         with self._lock:
             self._publisher = None
             if self._client is not None:
-                self._client.close()
+                close_client(self._client)
                 self._client = None
             self._release_embedded()
 

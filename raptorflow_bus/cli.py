@@ -220,6 +220,7 @@ def stats_snapshot(bus: Bus) -> dict[str, Any]:
         "guilds": guilds,
         "dlq_depth": metrics["dlq"]["depth"],
         "outbox": metrics["outbox"],
+        "master": bus.current_master(),
     }
 
 
@@ -240,9 +241,11 @@ def render_stats(data: dict[str, Any]) -> Any:
 
     outbox = data["outbox"]
     spooled_age = outbox["oldest_age_seconds"]
+    master = data.get("master")
     table = Table(
         title=f"RaptorFlow Bus - DLQ depth {data['dlq_depth']} - outbox depth {outbox['depth']}"
         + ("" if spooled_age is None else f", oldest spooled {spooled_age:.1f}s")
+        + ("" if master is None else f" - master {master}")
     )
     for col in ("guild", "depth", "oldest", "ok", "failed", "retried", "dead", "ok/s"):
         table.add_column(col, justify="right" if col != "guild" else "left")

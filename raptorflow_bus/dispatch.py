@@ -95,5 +95,5 @@ def dispatch(
         task_id = handler_task_id(envelope.id, spec.task_name)
         pipe.lpush(key, task_message(bus, spec.task_name, task_id, data, raw, queue, priority))
     wake(pipe, queue)
-    pipe.execute()
+    bus.replica_acks.execute(pipe)
     return len(specs)

@@ -64,6 +64,13 @@ class BrokerOutOfMemory(BrokerUnavailable):
     the publish script's first write failed, so no queue got the event."""
 
 
+class NotReplicated(BrokerUnavailable):
+    """Fewer replicas than ``RAPTORBUS_MIN_REPLICA_ACKS`` confirmed the write in
+    time. The master may hold it, but a failover could lose it, so it does not
+    count as published: the emit spools (a copy that did land becomes a counted
+    duplicate when the outbox drains)."""
+
+
 class OutboxUnavailable(BrokerUnavailable):
     """The broker could not be reached and the local outbox could not store the
     events either (disk full, permissions): nothing was accepted."""

@@ -9,12 +9,14 @@ import traceback
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from raptorflow_bus.context import handling
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.envelope import Envelope, utcnow
-from raptorflow_bus.errors import BusError
+from raptorflow_bus.errors import BrokerUnavailable, BusError
 from raptorflow_bus.logs import log
 from raptorflow_bus.metrics import Metrics
 
@@ -54,7 +56,13 @@ def run_handler(
         return "expired"
     delivered = Metrics.counts(env.type, "delivered", handler=spec.task_name)
     duplicate = Metrics.counts(env.type, "duplicates", handler=spec.task_name)
-    if not bus.store.claim(task_id, delivered if first_run else {}, duplicate):
+    try:
+        claimed = bus.store.claim(task_id, delivered if first_run else {}, duplicate)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Nothing ran yet, and a failed task is acked (task_acks_on_failure):
+        # hand the delivery back instead, or the event is lost.
+        raise Reject(f"cannot claim {task_id}: {exc}", requeue=True) from exc
+    if not claimed:
         log(logging.INFO, f"skipped duplicate run of {spec.task_name}", envelope=env)
         return "duplicate"
 
@@ -94,7 +102,12 @@ def run_handler(
             counts.incr(env.type, "failed", "dead_lettered", handler=spec.task_name)
             raise
     succeeded = Metrics.counts(env.type, "succeeded", handler=spec.task_name)
-    bus.store.finish(task_id, bus.dedup_ttl, succeeded)
+    try:
+        bus.store.finish(task_id, bus.dedup_ttl, succeeded)
+    except (redis.ConnectionError, redis.TimeoutError):
+        # The handler ran: record it on a new connection (redis-py dropped the
+        # dead one), or the redelivery runs it a second time.
+        bus.store.finish(task_id, bus.dedup_ttl, succeeded)
     if replay and bus.store.dlq_remove([task_id]):
         log(logging.INFO, f"replay of {spec.task_name} succeeded; left the DLQ", envelope=env)
     return "ok"
@@ -125,7 +138,13 @@ def _dead_letter(
         last_failed_at=now,
         replays=(previous.replays + 1) if previous else 0,
     )
-    evicted = bus.store.dlq_put(letter, bus.topology.dlq_capacity)
+    try:
+        evicted = bus.store.dlq_put(letter, bus.topology.dlq_capacity)
+    except BrokerUnavailable as unstored:
+        # Acking the task now would leave the failure in no queue and in no
+        # confirmed dead letter; back in its queue it fails and is dead-lettered
+        # again once the broker (and its replicas) can take the letter.
+        raise Reject(f"dead letter {task_id} not stored: {unstored}", requeue=True) from unstored
     log(
         logging.ERROR,
         f"{handler} failed {attempt} times; dead-lettered as {task_id}: "

@@ -20,6 +20,7 @@ import redis
 from celery import bootsteps
 
 from raptorflow_bus import keys
+from raptorflow_bus.broker_address import BrokerAddress, close_client
 from raptorflow_bus.reaper import Reaper
 
 logger = logging.getLogger("bus")
@@ -48,7 +49,7 @@ class Heartbeat:
     @classmethod
     def for_worker(
         cls,
-        url: str,
+        address: BrokerAddress,
         worker_id: str,
         reclaim_seconds: float,
         priority_steps: list[int],
@@ -56,8 +57,7 @@ class Heartbeat:
         **client_options: Any,
     ) -> Heartbeat:
         interval = reclaim_seconds / 5
-        client = redis.Redis.from_url(
-            url,
+        client = address.client(
             socket_timeout=max(interval, 1.0),
             socket_connect_timeout=max(interval, 1.0),
             socket_keepalive=True,
@@ -110,7 +110,7 @@ class Heartbeat:
             self.client.zadd(keys.HEARTBEATS, {self.worker_id: 0})
         except redis.RedisError as exc:
             logger.warning(f"could not mark worker {self.worker_id} stopped: {exc}")
-        self.client.close()
+        close_client(self.client)
 
 
 def make_heartbeat_step(heartbeat: Heartbeat) -> type[bootsteps.StartStopStep]:

@@ -20,6 +20,7 @@ from raptorflow_bus import scripts
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import Backpressure, BrokerOutOfMemory, BrokerUnavailable
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
+from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, Topology, priority_list
 from raptorflow_bus.transport import kombu_message, wake_key
 
@@ -34,9 +35,16 @@ class Publisher(Protocol):
 
 
 class RedisPublisher:
-    def __init__(self, client: redis.Redis[bytes], topology: Topology) -> None:
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        topology: Topology,
+        replica_acks: ReplicaAcks | None = None,
+    ) -> None:
+        self._client = client
         self._topology = topology
         self._script = scripts.register(client, "publish")
+        self._acks = replica_acks or ReplicaAcks()
 
     def publish(self, prepared: Sequence[Prepared]) -> None:
         topo = self._topology
@@ -62,7 +70,7 @@ class RedisPublisher:
         for event_type, n in published.items():
             args += (metric_field(event_type, "published"), n)
         try:
-            result = self._script(keys=keys, args=args)
+            result = self._acks.run_script(self._client, self._script, keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"broker unreachable, event not published: {exc}") from exc
         except redis.ResponseError as exc:

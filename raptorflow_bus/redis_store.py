@@ -11,6 +11,7 @@ import redis
 
 from raptorflow_bus import keys, scripts
 from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.store import Counts
 
 PREFIX = keys.PREFIX
@@ -19,6 +20,10 @@ DLQ_ENTRIES_KEY = keys.DLQ_ENTRIES
 DLQ_INDEX_KEY = keys.DLQ_INDEX
 DONE_PREFIX = keys.DONE_PREFIX
 FIELD_SEP = "|"
+# Longer than a restart from the AOF or a Sentinel failover takes (Sentinel's
+# default down-after-milliseconds is 30 s); a broker gone for longer fails the
+# task, whose redelivery then runs the handler again (at-least-once).
+FINISH_PATIENCE_SECONDS = 60.0
 
 
 def metric_field(scope: str, counter: str) -> str:
@@ -26,8 +31,9 @@ def metric_field(scope: str, counter: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    def __init__(self, client: redis.Redis[bytes], replica_acks: ReplicaAcks | None = None) -> None:
         self.client = client
+        self.replica_acks = replica_acks or ReplicaAcks()
         self._dlq_put = scripts.register(client, "dlq_put")
         self._claim = scripts.register(client, "claim")
 
@@ -38,10 +44,29 @@ class RedisStore:
         return bool(int(result))
 
     def finish(self, task_id: str, ttl_seconds: int, counts: Counts) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(DONE_PREFIX + task_id, b"1", ex=ttl_seconds)
-        self._add(pipe, counts)
-        pipe.execute()
+        """The done record of a run whose handler has already succeeded. Without
+        it the run's redelivery would run the handler again, so a broker that
+        cannot be reached (restarting, failing over: a few seconds) is waited
+        for, up to ``FINISH_PATIENCE_SECONDS``. Only refused or dropped
+        connections (a broker that is gone) are retried here, not timeouts.
+
+        Retries come often: when the broker is back, the worker reconnects and
+        hands this run's delivery back (its channel died), and the record must
+        be written before another pool child claims the copy."""
+        deadline = time.monotonic() + FINISH_PATIENCE_SECONDS
+        pause = 0.05
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(DONE_PREFIX + task_id, b"1", ex=ttl_seconds)
+            self._add(pipe, counts)
+            try:
+                pipe.execute()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
     @staticmethod
     def _add(pipe: Any, counts: Counts) -> None:
@@ -62,9 +87,11 @@ class RedisStore:
         return out
 
     def dlq_put(self, letter: DeadLetter, capacity: int) -> list[str]:
-        evicted: list[Any] = self._dlq_put(
-            keys=[DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY],
-            args=[
+        evicted: list[Any] = self.replica_acks.run_script(
+            self.client,
+            self._dlq_put,
+            [DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY],
+            [
                 letter.id,
                 letter.model_dump_json(),
                 repr(time.time()),

@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from raptorflow_bus.broker_address import BrokerAddress
 from raptorflow_bus.errors import ConfigurationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+# WAIT's timeout must leave room inside the emit path's 1.5 s read timeout, so
+# that a missing replica makes the emit spool rather than time out.
+DEFAULT_REPLICA_ACK_TIMEOUT_SECONDS = 0.25
+MAX_REPLICA_ACK_TIMEOUT_SECONDS = 1.0
 
 # Every environment variable the bus and its CLI read (docker-compose is tested against it).
 ENV_VARS = frozenset(
@@ -31,6 +36,10 @@ ENV_VARS = frozenset(
         "RAPTORBUS_APPENDFSYNC",
         "RAPTORBUS_REDIS_SERVER",
         "RAPTORBUS_OUTBOX",
+        "RAPTORBUS_SENTINEL_MASTER",
+        "RAPTORBUS_SENTINEL_PASSWORD",
+        "RAPTORBUS_MIN_REPLICA_ACKS",
+        "RAPTORBUS_REPLICA_ACK_TIMEOUT_SECONDS",
         "FLOWER_BASIC_AUTH",
     }
 )
@@ -64,6 +73,9 @@ def broker_url_from_env(env: Mapping[str, str]) -> str | None:
 
 
 def mask_url(url: str) -> str:
+    """``url`` without its password; each URL of a Sentinel list is masked."""
+    if ";" in url:
+        return ";".join(mask_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password:
         user = parts.username or ""
@@ -106,6 +118,20 @@ def _appendfsync(env: Mapping[str, str]) -> str:
     return value
 
 
+def _replica_acks(env: Mapping[str, str]) -> int:
+    text = env.get("RAPTORBUS_MIN_REPLICA_ACKS") or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigurationError(
+            f"RAPTORBUS_MIN_REPLICA_ACKS must be a whole number of replicas (0 or more), "
+            f"got {text!r}"
+        )
+    return value
+
+
 def _default_home() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "raptorbus"
@@ -125,6 +151,37 @@ class Settings:
     # Spool to the local outbox when the broker is unreachable; off: raise BrokerUnavailable.
     outbox: bool = True
     home: Path = field(default_factory=_default_home)
+    # The master's name on Sentinel (broker_url = "sentinel://h1:26379;sentinel://h2:26379"),
+    # and the Sentinels' own password if they have one.
+    sentinel_master: str | None = None
+    sentinel_password: str | None = None
+    # An event is accepted only once WAIT confirmed it reached this many replicas.
+    min_replica_acks: int = 0
+    replica_ack_timeout_seconds: float = DEFAULT_REPLICA_ACK_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        """Bad broker settings fail here, when the process starts, not at the first emit."""
+        if self.broker_url is not None:
+            self.address_of(self.broker_url)
+        elif self.sentinel_master:
+            raise ConfigurationError(
+                "RAPTORBUS_SENTINEL_MASTER is set but no sentinel:// broker URL is"
+            )
+        if self.min_replica_acks < 0:
+            raise ConfigurationError(
+                f"min_replica_acks must be 0 or more, got {self.min_replica_acks}"
+            )
+        timeout = self.replica_ack_timeout_seconds
+        if not 0 < timeout <= MAX_REPLICA_ACK_TIMEOUT_SECONDS:
+            raise ConfigurationError(
+                f"the replica ack timeout must be above 0 and at most "
+                f"{MAX_REPLICA_ACK_TIMEOUT_SECONDS} s (an emit is bounded by 2 s), got {timeout}"
+            )
+
+    def address_of(self, url: str) -> BrokerAddress:
+        """``url`` (the configured broker, or the embedded one's) with this
+        deployment's Sentinel settings."""
+        return BrokerAddress.parse(url, self.sentinel_master, self.sentinel_password)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,7 +201,12 @@ class Settings:
             raise ConfigurationError(
                 f"RAPTORBUS_RETRY_BASE_SECONDS must be a number, got {retry_base!r}"
             ) from None
+        ack_timeout = _positive_seconds(env, "RAPTORBUS_REPLICA_ACK_TIMEOUT_SECONDS")
         return cls(
+            sentinel_master=env.get("RAPTORBUS_SENTINEL_MASTER") or None,
+            sentinel_password=env.get("RAPTORBUS_SENTINEL_PASSWORD") or None,
+            min_replica_acks=_replica_acks(env),
+            replica_ack_timeout_seconds=ack_timeout or DEFAULT_REPLICA_ACK_TIMEOUT_SECONDS,
             reclaim_seconds=_positive_seconds(env, "RAPTORBUS_RECLAIM_SECONDS"),
             appendfsync=_appendfsync(env),
             outbox=_switch("RAPTORBUS_OUTBOX", env.get("RAPTORBUS_OUTBOX"), default=True),

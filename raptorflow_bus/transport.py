@@ -33,19 +33,23 @@ from time import monotonic, time
 from typing import Any, ClassVar
 
 import redis
+import redis.sentinel
 from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from kombu.utils.url import _parse_url
 
 from raptorflow_bus import keys, scripts
 from raptorflow_bus.reaper import Reaper
+from raptorflow_bus.silence import GuardedConnection
 
 # Kombu's type stubs omit most of the Redis channel's attributes.
 _RedisQoS: Any = kombu_redis.QoS
 _RedisChannel: Any = kombu_redis.Channel
 _RedisTransport: Any = kombu_redis.Transport
+_RedisSentinelChannel: Any = kombu_redis.SentinelChannel
 _VirtualQoS: Any = virtual.QoS
 _PublishBatch: Any = getattr(kombu_redis, "PublishBatch")  # noqa: B009
 
@@ -132,6 +136,7 @@ class QoS(_RedisQoS):  # type: ignore[misc]
 
 class Channel(_RedisChannel):  # type: ignore[misc]
     QoS = QoS
+    connection_class = GuardedConnection
 
     #: A lost connection can orphan deliveries this process owns: those of a
     #: channel that closed while Redis was away, and a pop whose reply never
@@ -371,3 +376,53 @@ class Channel(_RedisChannel):  # type: ignore[misc]
 
 class Transport(_RedisTransport):  # type: ignore[misc]
     Channel = Channel
+
+
+class SentinelChannel(Channel, _RedisSentinelChannel):  # type: ignore[misc]
+    """The channel above on the master the Sentinels name: the pool Kombu's
+    Sentinel channel builds asks them at every new connection, so after a
+    failover the pop script, owner records and sweep run on the new master.
+
+    Kombu rebuilds that pool from the connection's URL list, which a lost
+    connection has dropped by the time the channel hands back its deliveries
+    (as ``_connparams`` above); the Sentinels' addresses do not change, so they
+    are read once."""
+
+    # Sentinel-managed connections ask the Sentinels where the master is.
+    connection_class = _RedisSentinelChannel.connection_class
+
+    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        client = connection.client
+        self._sentinels: list[tuple[str, int]] = []
+        for url in client.alt or [client.hostname]:
+            parts = _parse_url(url) if "://" in url else None
+            if parts is not None and parts.scheme == "sentinel":
+                self._sentinels.append((str(parts.hostname), parts.port or connection.default_port))
+        super().__init__(connection, *args, **kwargs)
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        params = self._connparams(asynchronous)
+        host, port = params.pop("host", None), params.pop("port", None)
+        manager = redis.sentinel.Sentinel(
+            self._sentinels or [(host, port)],
+            min_other_sentinels=getattr(self, "min_other_sentinels", 0),
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None),
+            **params,
+        )
+        # Kept so that closing the channel closes the Sentinel connections too.
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        master_name = getattr(self, "master_name", None)
+        if master_name is None:
+            raise ChannelError("the 'master_name' transport option must be set on Sentinel")
+        credentials = {k: params[k] for k in ("username", "password") if k in params}
+        return manager.master_for(master_name, redis.Redis, **credentials).connection_pool
+
+
+class SentinelTransport(Transport):
+    """Chosen for a ``sentinel://`` broker URL (``raptorflow_bus.broker_address``)."""
+
+    default_port = 26379
+    Channel = SentinelChannel

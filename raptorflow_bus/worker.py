@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.dispatch import dispatch
 from raptorflow_bus.envelope import Envelope
+from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.guild_consumer import make_guild_consumer
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
 from raptorflow_bus.logs import OncePerOutage, log
@@ -63,7 +64,10 @@ def _on_decode_error(bus: Bus, consumer: str) -> Any:
 
 
 def _on_message(bus: Bus, consumer: str) -> Any:
+    held_back = False
+
     def on_message(body: Any, message: Message) -> None:
+        nonlocal held_back
         too_big = oversized(bus, message.body)
         if too_big:
             quarantine(bus, consumer, too_big, "PayloadTooLarge", body=message.body)
@@ -83,10 +87,28 @@ def _on_message(bus: Bus, consumer: str) -> Any:
         try:
             raw = message.body
             dispatch(bus, envelope, consumer, body, raw.decode() if isinstance(raw, bytes) else raw)
+        except NotReplicated as exc:
+            # The master took the handler tasks but too few replicas confirmed
+            # them: the event goes back for a later attempt (a copy of a task
+            # that did land is a counted duplicate). The master is reachable,
+            # so this is no reason to drop the connection, and raising here
+            # would stop the worker. Logged once until replicas confirm again.
+            if not held_back:
+                log(
+                    logging.WARNING,
+                    f"dispatch to {consumer!r} requeues events until replicas confirm: {exc}",
+                    envelope=envelope,
+                )
+            held_back = True
+            message.requeue()
+            return
         except Exception:
             log(logging.ERROR, f"dispatch to {consumer!r} failed; requeued", envelope=envelope)
             message.requeue()
             raise
+        if held_back:
+            log(logging.INFO, f"dispatch to {consumer!r} confirmed by replicas again")
+            held_back = False
         message.ack()
 
     return on_message
@@ -104,12 +126,13 @@ def build_worker(
 ) -> Any:
     """A ``WorkController`` for ``consumers`` (not started)."""
     bus.connect()
+    assert bus.address is not None, "a worker needs a broker, not an eager bus"
     worker_id = new_worker_id()
     conf = bus.app.conf
     transport_options = {**conf.broker_transport_options, OWNER_OPTION: worker_id}
     conf.update(broker_transport_options=transport_options)
     heartbeat = Heartbeat.for_worker(
-        str(bus.broker_url),
+        bus.address,
         worker_id,
         bus.reclaim_seconds,
         list(transport_options.get("priority_steps", PRIORITY_STEPS)),

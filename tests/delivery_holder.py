@@ -12,6 +12,7 @@ from typing import Any
 from kombu import Connection, Queue
 
 import celeryconfig
+from raptorflow_bus.broker_address import BrokerAddress
 from raptorflow_bus.heartbeat import Heartbeat, new_worker_id
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
 from raptorflow_bus.transport import OWNER_OPTION
@@ -19,7 +20,9 @@ from raptorflow_bus.transport import OWNER_OPTION
 
 def main(url: str, queue: str, count: int, reclaim: float) -> None:
     worker_id = new_worker_id()
-    heartbeat = Heartbeat.for_worker(url, worker_id, reclaim, list(PRIORITY_STEPS), PRIORITY_SEP)
+    address = BrokerAddress.parse(url)
+    steps = list(PRIORITY_STEPS)
+    heartbeat = Heartbeat.for_worker(address, worker_id, reclaim, steps, PRIORITY_SEP)
     heartbeat.start()
     held: list[Any] = []
     options = {**celeryconfig.broker_transport_options, OWNER_OPTION: worker_id}

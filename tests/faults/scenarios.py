@@ -33,6 +33,7 @@ from tests.faults.harness import (
     stage,
 )
 from tests.faults.processes import GUILD, wait_for
+from tests.faults.sentinel_stage import SentinelStage, sentinel_stage
 from tests.faults.table import Row
 from tests.payloads import VALID
 
@@ -41,6 +42,8 @@ HEALTH = VALID["bus.health"]
 ERRORS = VALID["system.error_aggregation"]
 SIGNAL = VALID["signal.detected"]
 COUNTING = f"{GUILD}.count_run"
+# Issue 14: a worker whose connections went silent is consuming again within this.
+RESUME_SECONDS = 15.0
 
 
 def _since(fault: float, elapsed: float | None) -> float | None:
@@ -374,17 +377,19 @@ def _longest(records: list[Emitted]) -> float:
 
 
 def worker_connections_dropped(workdir: Path) -> Row:
-    """A worker reaches Redis through a proxy that, 1 s into 300 emits at 100/s,
+    """A worker reaches Redis through a proxy that, 2 s into 300 emits at 30/s,
     stops forwarding on every open connection without closing any (a NAT that
-    forgot the flows); new connections pass. The worker's timeouts must notice,
-    it must reconnect by itself, and every event run once, the ones it held on
-    the dead connections included. ``resumed_s``: from the freeze to the first
-    event emitted after it being handled, waited for 15 s at most."""
+    forgot the flows); new connections pass. At that rate a pool child is as
+    often between two runs (its next claim goes out on a dead connection) as in
+    one (its done record does). The worker's timeouts must notice, it must
+    reconnect by itself, and every event run once, those it held when the
+    connections died included. ``resumed_s``: from the freeze to the first event
+    emitted after it being handled, waited for until 15 s after the freeze."""
     with stage(workdir) as st:
         proxy = st.proxy()
         worker = st.ready(st.worker("a", sleep=0.02, broker_url=proxy.url))
-        emitter = Emitter(st.bus, "bus.health", HEALTH).start(300, rate=100)
-        wait_for(lambda: emitter.sent >= 100, 30)
+        emitter = Emitter(st.bus, "bus.health", HEALTH).start(300, rate=30)
+        wait_for(lambda: emitter.sent >= 60, 30)
         frozen = proxy.freeze()
         fault = time.monotonic()
         before = emitter.accepted_ids
@@ -393,8 +398,9 @@ def worker_connections_dropped(workdir: Path) -> Row:
         finished = emitter.join(30)
         ids = emitter.accepted_ids
         after = [r.envelope.id for r in emitter.records if r.envelope and r.started >= fault]
-        resumed = _since(fault, wait_for(lambda: _done_count(st, after) > 0, 15.0))
-        recover = _since(fault, st.settle(ids))
+        left = RESUME_SECONDS - (time.monotonic() - fault)
+        resumed = _since(fault, wait_for(lambda: _done_count(st, after) > 0, left))
+        recover = _since(fault, st.settle(ids, 30.0))
         return st.row(
             SCENARIOS[11][0],
             emitter.sent,
@@ -495,6 +501,107 @@ def slow_broker(workdir: Path) -> Row:
         )
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
+def _stats_master(st: SentinelStage) -> str:
+    """The master ``raptorbus stats --json`` names, as an operator would read it."""
+    stats = st.cli("stats", "--json")
+    if stats.returncode != 0:
+        return f"exit {stats.returncode}: {stats.stderr[-200:]}"
+    return str(json.loads(stats.stdout)["master"])
+
+
+def _sentinel_failover(workdir: Path, number: int, replica_acks: int) -> Row:
+    """One master, two replicas, three Sentinels; the master SIGKILLed 1 s into
+    1,000 emits at 200/s. Emits must spool rather than raise while no master
+    answers, the worker must follow the promoted replica by itself, and
+    ``raptorbus stats`` name it. Two replicas, so that one is left to confirm
+    writes after the failover (with one, acks 1 accepts nothing into Redis
+    until a replica is back: scenario 16)."""
+    with sentinel_stage(workdir, replicas=2, replica_acks=replica_acks) as st:
+        topology = st.topology
+        before = topology.current_master()
+        worker = st.ready(st.worker("a"))
+        emitter = Emitter(st.bus, "system.metrics", METRICS).start(1000, rate=200)
+        time.sleep(1.0)
+        topology.master.kill()
+        fault = time.monotonic()
+        failover = topology.failed_over(30.0)
+        finished = emitter.join(60)
+        ids = emitter.accepted_ids
+        promoted = fault + (failover or 0.0)
+        after = [r.envelope.id for r in emitter.records if r.envelope and r.started >= promoted]
+        recover = _since(fault, st.settle(ids))
+        master = topology.current_master()
+        return st.row(
+            SCENARIOS[number][0],
+            emitter.sent,
+            ids,
+            emitter.spooled,
+            recover,
+            emit_errors=len(emitter.errors),
+            first_error=_first(emitter.errors),
+            failover_s=_rounded(failover),
+            master_moved=master != before,
+            master_after=master,
+            stats_master=_stats_master(st),
+            emitted_after_failover=len(after),
+            handled_after_failover=_done_count(st, after),
+            emitter_finished=finished,
+            worker_alive=worker.alive,
+        )
+
+
+def sentinel_failover_acks_1(workdir: Path) -> Row:
+    return _sentinel_failover(workdir, 14, replica_acks=1)
+
+
+def sentinel_failover_acks_0(workdir: Path) -> Row:
+    return _sentinel_failover(workdir, 15, replica_acks=0)
+
+
+def old_master_comes_back(workdir: Path) -> Row:
+    """One master, one replica, acks 1; the master SIGKILLed 1 s into 600 emits
+    at 100/s and restarted from its AOF 1 s after the failover, as a supervisor
+    would. Until it is back as a replica nothing can confirm a write, so emits
+    spool; the Sentinels must make it a replica of the new master, nobody may
+    write to it, and no event may be handled twice."""
+    with sentinel_stage(workdir, replicas=1, replica_acks=1) as st:
+        topology = st.topology
+        old = topology.master
+        worker = st.ready(st.worker("a"))
+        emitter = Emitter(st.bus, "system.metrics", METRICS).start(600, rate=100)
+        time.sleep(1.0)
+        old.kill()
+        fault = time.monotonic()
+        failover = topology.failed_over(30.0)
+        time.sleep(1.0)
+        old.start()
+        master = topology.server(topology.current_master())
+        rejoined = wait_for(lambda: old.follows(master), 30.0)
+        finished = emitter.join(60)
+        ids = emitter.accepted_ids
+        recover = _since(fault, st.settle(ids))
+        return st.row(
+            SCENARIOS[16][0],
+            emitter.sent,
+            ids,
+            emitter.spooled,
+            recover,
+            emit_errors=len(emitter.errors),
+            first_error=_first(emitter.errors),
+            failover_s=_rounded(failover),
+            replica_again_s=_rounded(rejoined),
+            writes_refused_by_old=old.refused_writes(),
+            clients_on_old=old.other_clients(),
+            old_holds_what_new_holds=old.holds_what(master),
+            emitter_finished=finished,
+            worker_alive=worker.alive,
+        )
+
+
 SCENARIOS: dict[int, tuple[str, Callable[[Path], Row]]] = {
     1: ("1 pool child SIGKILLed mid-handler", pool_child_killed),
     2: ("2 worker+pool SIGKILLed, 500 queued", worker_killed_under_backlog),
@@ -509,4 +616,7 @@ SCENARIOS: dict[int, tuple[str, Callable[[Path], Row]]] = {
     11: ("11 worker connections dropped silently", worker_connections_dropped),
     12: ("12 emitter connections dropped silently", emitter_connections_dropped),
     13: ("13 slow broker, +200 ms per reply for 10 s", slow_broker),
+    14: ("14 sentinel failover, replica acks 1", sentinel_failover_acks_1),
+    15: ("15 sentinel failover, replica acks 0", sentinel_failover_acks_0),
+    16: ("16 old master comes back", old_master_comes_back),
 }

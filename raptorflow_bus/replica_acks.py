@@ -1,0 +1,70 @@
+"""Writes that count only once replicas hold them (``RAPTORBUS_MIN_REPLICA_ACKS``).
+
+Redis replicates asynchronously: a master that dies a moment after it answered
+can take the write with it, and Sentinel then promotes a replica that never saw
+it. ``WAIT n timeout`` blocks until ``n`` replicas have processed every earlier
+write of the connection, so it goes in the same pipeline as the write it
+guards (it is refused inside a Lua script). When fewer confirm in time the
+write is reported as ``NotReplicated``, a ``BrokerUnavailable``, and the caller
+does what it does when the broker is down: the emit spools, the event step
+requeues the event, a dead letter's task is requeued.
+
+A replica confirms once it has the write in memory, not on disk: the guard is
+against losing the master, not against losing both servers at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from raptorflow_bus.errors import NotReplicated
+
+
+@dataclass(frozen=True)
+class ReplicaAcks:
+    replicas: int = 0
+    timeout_seconds: float = 0.25
+
+    @property
+    def timeout_ms(self) -> int:
+        return max(int(self.timeout_seconds * 1000), 1)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """``pipe.execute()``, followed by WAIT when replicas are required; the
+        results are those of the pipeline's own commands."""
+        if not self.replicas:
+            return list(pipe.execute())
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        results = list(pipe.execute())
+        acked = int(results.pop())
+        if acked < self.replicas:
+            raise NotReplicated(
+                f"{acked} of {self.replicas} replicas confirmed the write within "
+                f"{self.timeout_ms} ms; a failover could lose it"
+            )
+        return results
+
+    def run_script(
+        self, client: redis.Redis[bytes], script: Any, keys: list[Any], args: list[Any]
+    ) -> Any:
+        """Call a redis-py ``Script``, followed by WAIT when replicas are
+        required. EVALSHA goes in the pipeline directly (a pipeline that knows
+        its scripts checks them with one more round trip on every call); a
+        server that has not seen the script (a restart, a promoted replica)
+        gets it loaded (its SHA1 is its text's, so it does not change) and the
+        pipeline runs again, which is safe because the script did not run."""
+        if not self.replicas:
+            return script(keys=keys, args=args, client=client)
+        try:
+            return self.execute(_evalsha(client, script.sha, keys, args))[0]
+        except redis.exceptions.NoScriptError:
+            client.execute_command("SCRIPT", "LOAD", script.script)
+            return self.execute(_evalsha(client, script.sha, keys, args))[0]
+
+
+def _evalsha(client: redis.Redis[bytes], sha: str, keys: list[Any], args: list[Any]) -> Any:
+    pipe = client.pipeline(transaction=False)
+    pipe.evalsha(sha, len(keys), *keys, *args)
+    return pipe
