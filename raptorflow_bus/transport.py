@@ -136,7 +136,6 @@ class QoS(_RedisQoS):  # type: ignore[misc]
 
 class Channel(_RedisChannel):  # type: ignore[misc]
     QoS = QoS
-    connection_class = GuardedConnection
 
     #: A lost connection can orphan deliveries this process owns: those of a
     #: channel that closed while Redis was away, and a pop whose reply never
@@ -172,7 +171,12 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         address does not change, so keep the first answer."""
         transport = self.connection
         if transport is not None and transport.client is not None:
-            self._params[asynchronous] = super()._connparams(asynchronous)
+            params = super()._connparams(asynchronous)
+            # The guard reconnects at send time; Kombu's BRPOP connection is
+            # registered with the event loop by socket, and has its own check.
+            if not asynchronous and params.get("connection_class") is redis.Connection:
+                params["connection_class"] = GuardedConnection
+            self._params[asynchronous] = params
         return dict(self._params[asynchronous])
 
     def defer_restore(self, tags: list[str], error: BaseException) -> None:
@@ -387,9 +391,6 @@ class SentinelChannel(Channel, _RedisSentinelChannel):  # type: ignore[misc]
     connection has dropped by the time the channel hands back its deliveries
     (as ``_connparams`` above); the Sentinels' addresses do not change, so they
     are read once."""
-
-    # Sentinel-managed connections ask the Sentinels where the master is.
-    connection_class = _RedisSentinelChannel.connection_class
 
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         client = connection.client

@@ -5,7 +5,6 @@ duplicate rather than a second run."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,9 @@ def test_the_done_record_waits_for_a_broker_that_comes_back(tmp_path: Path) -> N
         server.kill()
         restart = threading.Timer(1.0, server.start)
         restart.start()
-        started = time.monotonic()
         try:
             store.finish("task-1", 60, {("system.metrics", "succeeded"): 1})
         finally:
             restart.join()
-        waited = time.monotonic() - started
         assert client.exists(DONE_PREFIX + "task-1") == 1
-        assert 1.0 <= waited < 5.0
         client.close()
