@@ -2,7 +2,8 @@
 the damage, wait (bounded) for the bus to recover, return the row. pytest
 asserts on the rows; ``bench/faults.py`` prints them. 1 to 10 are issue 9's
 (processes and the broker failing), 11 to 13 issue 14's (the network between
-them going silent or slow, through ``tests.netproxy.SilentProxy``).
+them going silent or slow, through ``tests.netproxy.SilentProxy``), 14 to 16
+also issue 14's (Redis failing over under Sentinel, ``tests.faults.sentinel_stage``).
 
 Recovery is timed from the fault to the moment every accepted event's handler
 has finished and the guild has nothing queued or unacked. Timings are reported,
