@@ -46,6 +46,7 @@ from raptorflow_bus.errors import (
 )
 from raptorflow_bus.execution import HandlerTask, run_handler
 from raptorflow_bus.handlers import HandlerFunc, HandlerGroup, HandlerSpec, make_spec
+from raptorflow_bus.health import read_health
 from raptorflow_bus.logs import log
 from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.metrics import Metrics
@@ -264,7 +265,12 @@ class Bus:
                 return
             self._client = client
             self._store = self._store or RedisStore(client, self.replica_acks)
-            self._publisher = RedisPublisher(client, self.topology, self.replica_acks)
+            self._publisher = RedisPublisher(
+                client,
+                self.topology,
+                self.replica_acks,
+                per_workspace=self.settings.metrics_per_workspace,
+            )
         if embedded is not None:
             log(logging.INFO, f"using embedded redis broker {url}")
         else:
@@ -310,7 +316,7 @@ class Bus:
 
     @property
     def metrics(self) -> Metrics:
-        return Metrics(self.store)
+        return Metrics(self.store, per_workspace=self.settings.metrics_per_workspace)
 
     def _release_embedded(self) -> None:
         if self._embedded is not None:
@@ -599,6 +605,14 @@ class Bus:
         if self.outbox is None:
             return {"depth": 0, "oldest_age_seconds": None, "spooled": 0, "drained": 0}
         return self.outbox.stats()
+
+    def health(self) -> dict[str, Any]:
+        """Per guild: workers alive, depth, oldest age, handler counts and p50/p99
+        delivery latency, flagged ``stalled`` when messages wait and no worker
+        lives; what ``raptorbus stats`` shows and the ``bus.health`` event carries."""
+        if self.eager:
+            raise ConfigurationError("health() reads the broker's queues; an eager bus has none")
+        return read_health(self)
 
     def get_metrics(self) -> dict[str, Any]:
         """The counters (kept in the broker) plus this host's outbox."""

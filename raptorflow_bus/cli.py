@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.errors import BrokerUnavailable, BusError, DeadLetterNotFound
+from raptorflow_bus.health import NO_WORKER, STALLED, stalled_guilds
 from raptorflow_bus.outbox import Outbox, target_for
 from raptorflow_bus.queues import all_queue_states
 from raptorflow_bus.settings import Settings
@@ -197,38 +199,14 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def stats_snapshot(bus: Bus) -> dict[str, Any]:
-    states = {q.name: q for q in all_queue_states(bus)}
-    metrics = bus.get_metrics()
-    guilds = {}
-    for name in bus.topology.consumers:
-        events = states[bus.topology.event_queue(name)]
-        tasks = states[bus.topology.handler_queue(name)]
-        ages = [a for a in (events.oldest_age_seconds, tasks.oldest_age_seconds) if a is not None]
-        handled = {
-            c: sum(v.get(c, 0) for h, v in metrics["handlers"].items() if h.startswith(name + "."))
-            for c in ("succeeded", "failed", "retried", "dead_lettered")
-        }
-        guilds[name] = {
-            "depth": events.depth + tasks.depth,
-            "event_depth": events.depth,
-            "task_depth": tasks.depth,
-            "oldest_age_seconds": max(ages) if ages else None,
-            **handled,
-        }
-    return {
-        "time": time.time(),
-        "guilds": guilds,
-        "dlq_depth": metrics["dlq"]["depth"],
-        "outbox": metrics["outbox"],
-        "master": bus.current_master(),
-    }
+    return bus.health()
 
 
 def with_rates(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
     elapsed = (now["time"] - before["time"]) if before else 0.0
     for name, guild in now["guilds"].items():
-        if before and elapsed > 0:
-            prev = before["guilds"][name]
+        prev = before["guilds"].get(name) if before else None
+        if prev and elapsed > 0:
             guild["succeeded_per_s"] = round((guild["succeeded"] - prev["succeeded"]) / elapsed, 2)
             guild["failed_per_s"] = round((guild["failed"] - prev["failed"]) / elapsed, 2)
         else:
@@ -236,35 +214,62 @@ def with_rates(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, 
     return now
 
 
+def _seconds(value: float | None, fmt: str = "{:.1f}s") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _millis(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}ms"
+
+
+STATUS_STYLE = {STALLED: "bold red", NO_WORKER: "yellow"}
+
+
 def render_stats(data: dict[str, Any]) -> Any:
+    from rich import box
     from rich.table import Table
 
     outbox = data["outbox"]
     spooled_age = outbox["oldest_age_seconds"]
     master = data.get("master")
-    table = Table(
-        title=f"RaptorFlow Bus - DLQ depth {data['dlq_depth']} - outbox depth {outbox['depth']}"
-        + ("" if spooled_age is None else f", oldest spooled {spooled_age:.1f}s")
-        + ("" if master is None else f" - master {master}")
-    )
-    for col in ("guild", "depth", "oldest", "ok", "failed", "retried", "dead", "ok/s"):
-        table.add_column(col, justify="right" if col != "guild" else "left")
+    title = f"RaptorFlow Bus - {data['status']}"
+    if data.get("error"):
+        title += f" - {data['error']}"
+    else:
+        title += f" - DLQ depth {data['dlq_depth']}"
+    title += f" - outbox depth {outbox['depth']}"
+    title += "" if spooled_age is None else f", oldest spooled {spooled_age:.1f}s"
+    title += "" if master is None else f" - master {master}"
+    # Fits 80 columns, so a probe's log or a narrow terminal loses nothing.
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    columns: tuple[str, ...] = ("guild", "status", "alive", "depth", "oldest", "ok", "fail")
+    columns += ("retry", "dead", "ok/s", "p50", "p99")
+    for col in columns:
+        words = col in ("guild", "status")
+        table.add_column(col, justify="left" if words else "right", no_wrap=words)
     for name, g in data["guilds"].items():
-        age = g["oldest_age_seconds"]
+        style = STATUS_STYLE.get(g["status"])
         table.add_row(
             name,
+            g["status"],
+            str(g["workers_alive"]),
             str(g["depth"]),
-            "-" if age is None else f"{age:.1f}s",
+            _seconds(g["oldest_age_seconds"]),
             str(g["succeeded"]),
             str(g["failed"]),
             str(g["retried"]),
             str(g["dead_lettered"]),
-            "-" if g["succeeded_per_s"] is None else str(g["succeeded_per_s"]),
+            _seconds(g["succeeded_per_s"], "{}"),
+            _millis(g["latency_p50_seconds"]),
+            _millis(g["latency_p99_seconds"]),
+            style=style,
         )
     return table
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """Exits 1 when a guild is stalled (messages wait, no worker lives) or the
+    broker is down, so a cron job or a probe can run it as a check."""
     from rich.console import Console
     from rich.live import Live
 
@@ -273,7 +278,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if not args.watch:
             data = with_rates(stats_snapshot(bus), None)
             out(data, args.json, lambda: Console().print(render_stats(data)))
-            return EXIT_OK
+            return EXIT_OK if data["status"] != "down" and not stalled_guilds(data) else EXIT_FAILED
         try:
             with Live(render_stats(with_rates(stats_snapshot(bus), None))) as live:
                 while True:
@@ -286,6 +291,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
                     time.sleep(args.watch)
         except KeyboardInterrupt:
             return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Runs until interrupted; every scrape reads the broker afresh."""
+    from raptorflow_bus.prometheus import serve
+
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    with open_bus() as bus:
+        server, thread = serve(bus, args.port, args.address)
+        url = f"http://{args.address}:{args.port}/metrics"
+        print(f"serving Prometheus metrics on {url}", flush=True)
+        try:
+            while thread.is_alive():
+                thread.join(timeout=1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+    return EXIT_OK
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM (a supervisor, ``docker stop``) closes the bus like Ctrl-C does."""
+    raise SystemExit(EXIT_OK)
 
 
 # dlq -----------------------------------------------------------------------
@@ -477,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, default=None, metavar="SECONDS")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("metrics", help="serve Prometheus metrics at /metrics")
+    p.add_argument("--port", type=int, default=9808)
+    p.add_argument("--address", default="127.0.0.1")
+    p.set_defaults(func=cmd_metrics)
 
     dlq = sub.add_parser("dlq", help="inspect, replay, purge or export dead letters")
     dsub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")

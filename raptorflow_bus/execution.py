@@ -5,6 +5,7 @@ so the other handlers of the event are not run again (trap 4)."""
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,8 @@ from raptorflow_bus.context import handling
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.envelope import Envelope, utcnow
 from raptorflow_bus.errors import BrokerUnavailable, BusError
+from raptorflow_bus.histogram import DURATION_SCOPE, LATENCY_SCOPE, observe
 from raptorflow_bus.logs import log
-from raptorflow_bus.metrics import Metrics
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -50,14 +51,19 @@ def run_handler(
     counts = bus.metrics
     first_run = attempt == 1 and not replay
 
+    name, workspace = spec.task_name, env.workspace_id
     if first_run and bus.is_expired(env, spec.consumer):
-        counts.incr(env.type, "expired", handler=spec.task_name)
+        counts.incr(env.type, "expired", handler=spec.task_name, workspace=workspace)
         log(logging.WARNING, f"expired before {spec.task_name} ran", envelope=env)
         return "expired"
-    delivered = Metrics.counts(env.type, "delivered", handler=spec.task_name)
-    duplicate = Metrics.counts(env.type, "duplicates", handler=spec.task_name)
+    delivered: dict[tuple[str, str], int] = {}
+    if first_run:
+        # Delivery latency is the first run's: a retry's start includes its backoff.
+        delivered = counts.counts(env.type, "delivered", handler=name, workspace=workspace)
+        delivered.update(observe(LATENCY_SCOPE + spec.consumer, _age_seconds(env)))
+    duplicate = counts.counts(env.type, "duplicates", handler=name, workspace=workspace)
     try:
-        claimed = bus.store.claim(task_id, delivered if first_run else {}, duplicate)
+        claimed = bus.store.claim(task_id, delivered, duplicate)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Nothing ran yet, and a failed task is acked (task_acks_on_failure):
         # hand the delivery back instead, or the event is lost.
@@ -74,18 +80,27 @@ def run_handler(
         now = utcnow()
         first = first_failed_at or now.isoformat()
         _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)
-        counts.incr(env.type, "failed", "dead_lettered", handler=spec.task_name)
+        counts.incr(env.type, "failed", "dead_lettered", handler=name, workspace=workspace)
         return "invalid"
+    started = time.perf_counter()
     with handling(bus, env):
         try:
             spec.call(payload, env)
         except Exception as exc:
+            duration = observe(DURATION_SCOPE + spec.task_name, time.perf_counter() - started)
             now = utcnow()
             first = first_failed_at or now.isoformat()
             max_retries = task.max_retries if task.max_retries is not None else 0
             if retries < max_retries:
                 countdown = bus.backoff.countdown(retries)
-                counts.incr(env.type, "failed", "retried", handler=spec.task_name)
+                counts.incr(
+                    env.type,
+                    "failed",
+                    "retried",
+                    handler=spec.task_name,
+                    workspace=workspace,
+                    extra=duration,
+                )
                 log(
                     logging.WARNING,
                     f"{spec.task_name} failed (attempt {attempt} of {max_retries + 1}), "
@@ -99,9 +114,17 @@ def run_handler(
                     kwargs={"envelope": envelope, "first_failed_at": first, "replay": replay},
                 ) from exc
             _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)
-            counts.incr(env.type, "failed", "dead_lettered", handler=spec.task_name)
+            counts.incr(
+                env.type,
+                "failed",
+                "dead_lettered",
+                handler=spec.task_name,
+                workspace=workspace,
+                extra=duration,
+            )
             raise
-    succeeded = Metrics.counts(env.type, "succeeded", handler=spec.task_name)
+    succeeded = counts.counts(env.type, "succeeded", handler=spec.task_name, workspace=workspace)
+    succeeded.update(observe(DURATION_SCOPE + spec.task_name, time.perf_counter() - started))
     try:
         bus.store.finish(task_id, bus.dedup_ttl, succeeded)
     except (redis.ConnectionError, redis.TimeoutError):
@@ -111,6 +134,10 @@ def run_handler(
     if replay and bus.store.dlq_remove([task_id]):
         log(logging.INFO, f"replay of {spec.task_name} succeeded; left the DLQ", envelope=env)
     return "ok"
+
+
+def _age_seconds(env: Envelope) -> float:
+    return (utcnow() - env.timestamp).total_seconds()
 
 
 def _dead_letter(

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -26,10 +27,22 @@ from raptorflow_bus.reaper import Reaper
 logger = logging.getLogger("bus")
 
 DEFAULT_RECLAIM_SECONDS = 15.0
+GUILD_SEP = "+"
+# A worker is dead once it missed this many beats.
+MISSED_BEATS = 3
+BEATS_PER_RECLAIM = 5
 
 
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def new_worker_id(guilds: Sequence[str] = ()) -> str:
+    """Unique per process start; names the guilds it serves, so the heartbeat
+    table alone tells how many workers each guild has alive."""
+    where = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{GUILD_SEP.join(guilds)}@{where}" if guilds else where
+
+
+def guilds_of(worker_id: str) -> list[str]:
+    head, at, _ = worker_id.partition("@")
+    return head.split(GUILD_SEP) if at else []
 
 
 class Heartbeat:
@@ -41,7 +54,7 @@ class Heartbeat:
         self.client = client
         self.worker_id = worker_id
         self.reaper = reaper
-        self.interval = reaper.lapse_seconds / 3
+        self.interval = reaper.lapse_seconds / MISSED_BEATS
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -56,14 +69,16 @@ class Heartbeat:
         sep: str,
         **client_options: Any,
     ) -> Heartbeat:
-        interval = reclaim_seconds / 5
+        interval = reclaim_seconds / BEATS_PER_RECLAIM
         client = address.client(
             socket_timeout=max(interval, 1.0),
             socket_connect_timeout=max(interval, 1.0),
             socket_keepalive=True,
             **client_options,
         )
-        return cls(client, worker_id, Reaper(client, 3 * interval, priority_steps, sep))
+        return cls(
+            client, worker_id, Reaper(client, MISSED_BEATS * interval, priority_steps, sep)
+        )
 
     def beat(self) -> None:
         self.client.zadd(keys.HEARTBEATS, {self.worker_id: time.time()})

@@ -19,6 +19,7 @@ import redis
 from raptorflow_bus import scripts
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import Backpressure, BrokerOutOfMemory, BrokerUnavailable
+from raptorflow_bus.metrics import WORKSPACE_SCOPE
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
 from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, Topology, priority_list
@@ -40,8 +41,11 @@ class RedisPublisher:
         client: redis.Redis[bytes],
         topology: Topology,
         replica_acks: ReplicaAcks | None = None,
+        *,
+        per_workspace: bool = False,
     ) -> None:
         self._client = client
+        self._per_workspace = per_workspace
         self._topology = topology
         self._script = scripts.register(client, "publish")
         self._acks = replica_acks or ReplicaAcks()
@@ -55,6 +59,9 @@ class RedisPublisher:
             priority = PRIORITY_VALUES[envelope.priority]
             step = PRIORITY_STEPS.index(priority) + 1
             published[envelope.type] = published.get(envelope.type, 0) + 1
+            if self._per_workspace and envelope.workspace_id is not None:
+                scope = WORKSPACE_SCOPE + envelope.workspace_id
+                published[scope] = published.get(scope, 0) + 1
             for consumer in topo.consumers_for(envelope.routing_key):
                 qi = index.setdefault(consumer, len(index) + 1)
                 pushes += (qi, step, kombu_message(body, topo.event_queue(consumer), priority))
@@ -67,8 +74,8 @@ class RedisPublisher:
         args += [topo.max_length(c) for c in consumers]
         args += [topo.event_queue(c) for c in consumers]
         args += [len(pushes) // 3, *pushes, len(published)]
-        for event_type, n in published.items():
-            args += (metric_field(event_type, "published"), n)
+        for scope, n in published.items():
+            args += (metric_field(scope, "published"), n)
         try:
             result = self._acks.run_script(self._client, self._script, keys, args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -99,7 +106,7 @@ class EagerPublisher:
 
         bus = self._bus
         for envelope, _ in prepared:
-            bus.metrics.incr(envelope.type, "published")
+            bus.metrics.incr(envelope.type, "published", workspace=envelope.workspace_id)
         for envelope, body in prepared:
             data = json.loads(body)
             for consumer in bus.topology.consumers_for(envelope.routing_key):

@@ -39,23 +39,35 @@ def _timestamp(raw: bytes) -> datetime | None:
         return None
 
 
-def queue_state(bus: Bus, queue: str) -> QueueState:
-    client = bus.redis
-    pipe = client.pipeline(transaction=False)
-    keys = [priority_list(queue, step) for step in PRIORITY_STEPS]
-    for key in keys:
-        pipe.llen(key)
-    for key in keys:
-        pipe.lindex(key, -1)
+def queue_states(bus: Bus, queues: Sequence[str]) -> list[QueueState]:
+    """Depth and oldest age of each queue, all priorities, in one round trip."""
+    pipe = bus.redis.pipeline(transaction=False)
+    for queue in queues:
+        for step in PRIORITY_STEPS:
+            pipe.llen(priority_list(queue, step))
+        for step in PRIORITY_STEPS:
+            pipe.lindex(priority_list(queue, step), -1)
     results = pipe.execute()
-    depth = sum(int(n) for n in results[: len(keys)])
-    stamps = [t for raw in results[len(keys) :] if raw and (t := _timestamp(raw)) is not None]
-    age = (utcnow() - min(stamps)).total_seconds() if stamps else None
-    return QueueState(queue, depth, age)
+    width = 2 * len(PRIORITY_STEPS)
+    now = utcnow()
+    states = []
+    for i, queue in enumerate(queues):
+        chunk = results[i * width : (i + 1) * width]
+        depth = sum(int(n) for n in chunk[: len(PRIORITY_STEPS)])
+        stamps = [
+            t for raw in chunk[len(PRIORITY_STEPS) :] if raw and (t := _timestamp(raw)) is not None
+        ]
+        age = (now - min(stamps)).total_seconds() if stamps else None
+        states.append(QueueState(queue, depth, age))
+    return states
+
+
+def queue_state(bus: Bus, queue: str) -> QueueState:
+    return queue_states(bus, [queue])[0]
 
 
 def all_queue_states(bus: Bus) -> list[QueueState]:
-    return [queue_state(bus, q) for q in bus.topology.all_queue_names()]
+    return queue_states(bus, bus.topology.all_queue_names())
 
 
 UNACKED_KEY = keys.UNACKED
@@ -68,6 +80,6 @@ def is_idle(bus: Bus, consumers: Sequence[str] | None = None) -> bool:
     queues = [
         q for c in names for q in (bus.topology.event_queue(c), bus.topology.handler_queue(c))
     ]
-    if any(queue_state(bus, q).depth for q in queues):
+    if any(q.depth for q in queue_states(bus, queues)):
         return False
     return int(bus.redis.hlen(UNACKED_KEY)) == 0

@@ -38,9 +38,11 @@ class RedisStore:
         self._claim = scripts.register(client, "claim")
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
-        dup = [metric_field(s, c) for (s, c), n in duplicate_counts.items() for _ in range(n)]
-        new = [metric_field(s, c) for (s, c), n in counts.items() for _ in range(n)]
-        result = self._claim(keys=[DONE_PREFIX + task_id, METRICS_KEY], args=[len(dup), *dup, *new])
+        dup = [x for (s, c), n in duplicate_counts.items() for x in (metric_field(s, c), n)]
+        new = [x for (s, c), n in counts.items() for x in (metric_field(s, c), n)]
+        result = self._claim(
+            keys=[DONE_PREFIX + task_id, METRICS_KEY], args=[len(dup) // 2, *dup, *new]
+        )
         return bool(int(result))
 
     def finish(self, task_id: str, ttl_seconds: int, counts: Counts) -> None:

@@ -17,6 +17,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 # that a missing replica makes the emit spool rather than time out.
 DEFAULT_REPLICA_ACK_TIMEOUT_SECONDS = 0.25
 MAX_REPLICA_ACK_TIMEOUT_SECONDS = 1.0
+# The seed's heartbeat channel: each worker says how the bus looks from where it is.
+DEFAULT_HEALTH_EVENT_SECONDS = 30.0
 
 # Every environment variable the bus and its CLI read (docker-compose is tested against it).
 ENV_VARS = frozenset(
@@ -132,6 +134,21 @@ def _replica_acks(env: Mapping[str, str]) -> int:
     return value
 
 
+def _seconds_or_off(env: Mapping[str, str], name: str) -> float:
+    text = env.get(name)
+    if not text:
+        return DEFAULT_HEALTH_EVENT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ConfigurationError(
+            f"{name} must be a number of seconds (0 turns it off), got {text!r}"
+        )
+    return value
+
+
 def _default_home() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "raptorbus"
@@ -158,6 +175,10 @@ class Settings:
     # An event is accepted only once WAIT confirmed it reached this many replicas.
     min_replica_acks: int = 0
     replica_ack_timeout_seconds: float = DEFAULT_REPLICA_ACK_TIMEOUT_SECONDS
+    # Counters per workspace id too (a label value and a hash field per workspace).
+    metrics_per_workspace: bool = False
+    # How often each worker emits ``bus.health``; 0 turns it off.
+    health_event_seconds: float = DEFAULT_HEALTH_EVENT_SECONDS
 
     def __post_init__(self) -> None:
         """Bad broker settings fail here, when the process starts, not at the first emit."""
@@ -208,6 +229,12 @@ class Settings:
             min_replica_acks=_replica_acks(env),
             replica_ack_timeout_seconds=ack_timeout or DEFAULT_REPLICA_ACK_TIMEOUT_SECONDS,
             reclaim_seconds=_positive_seconds(env, "RAPTORBUS_RECLAIM_SECONDS"),
+            metrics_per_workspace=_switch(
+                "RAPTORBUS_METRICS_PER_WORKSPACE",
+                env.get("RAPTORBUS_METRICS_PER_WORKSPACE"),
+                default=False,
+            ),
+            health_event_seconds=_seconds_or_off(env, "RAPTORBUS_HEALTH_EVENT_SECONDS"),
             appendfsync=_appendfsync(env),
             outbox=_switch("RAPTORBUS_OUTBOX", env.get("RAPTORBUS_OUTBOX"), default=True),
             broker_url=broker_url_from_env(env),

@@ -21,6 +21,7 @@ from raptorflow_bus.dispatch import dispatch
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.guild_consumer import make_guild_consumer
+from raptorflow_bus.health_beacon import HealthBeacon, make_health_step
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
 from raptorflow_bus.logs import OncePerOutage, log
 from raptorflow_bus.quarantine import oversized, quarantine
@@ -127,7 +128,7 @@ def build_worker(
     """A ``WorkController`` for ``consumers`` (not started)."""
     bus.connect()
     assert bus.address is not None, "a worker needs a broker, not an eager bus"
-    worker_id = new_worker_id()
+    worker_id = new_worker_id(consumers)
     conf = bus.app.conf
     transport_options = {**conf.broker_transport_options, OWNER_OPTION: worker_id}
     conf.update(broker_transport_options=transport_options)
@@ -139,6 +140,9 @@ def build_worker(
         str(transport_options.get("sep", PRIORITY_SEP)),
     )
     bus.app.steps["worker"].add(make_heartbeat_step(heartbeat))
+    if bus.settings.health_event_seconds > 0:
+        beacon = HealthBeacon(bus, bus.settings.health_event_seconds)
+        bus.app.steps["worker"].add(make_health_step(beacon))
     bus.app.steps["consumer"].add(make_event_step(bus, consumers))
     conf.update(worker_consumer=make_guild_consumer(bus, consumers))
     OncePerOutage.install()

@@ -1,4 +1,5 @@
-"""Council of Lords: hears every channel, records directives, escalates errors."""
+"""Council of Lords: hears every channel, records directives, escalates errors,
+watches the bus's health reports."""
 
 import logging
 
@@ -7,6 +8,8 @@ from raptorflow_bus.events import (
     AgentErrorPayload,
     AlertCreatedPayload,
     CouncilOfLordsDirectivePayload,
+    HealthStatus,
+    RaptorBusHealthPayload,
     Severity,
 )
 from raptorflow_bus.logs import log
@@ -37,3 +40,16 @@ def escalate_agent_error(error: AgentErrorPayload, envelope: Envelope) -> None:
             component=error.component,
         ),
     )
+
+
+@handlers.on("bus.health")
+def watch_bus_health(health: RaptorBusHealthPayload, envelope: Envelope) -> str:
+    """Workers report every 30 s; the Council logs only what needs a look."""
+    if health.status is not HealthStatus.HEALTHY:
+        backlog = {q: n for q, n in health.queue_depths.items() if n}
+        log(
+            logging.WARNING,
+            f"bus is {health.status}: DLQ depth {health.dlq_depth}, waiting {backlog}",
+            envelope=envelope,
+        )
+    return health.status.value

@@ -3,14 +3,14 @@
 --
 -- KEYS[1]  the task's done record
 -- KEYS[2]  metrics hash
--- ARGV[1]  ndup, the number of duplicate counter fields that follow
--- ARGV[2 .. 1+ndup]  fields to increment on a duplicate
--- ARGV[2+ndup ..]    fields to increment on a start
+-- ARGV[1]  ndup, the number of (field, increment) pairs counted on a duplicate
+-- ARGV[2 .. 1+2*ndup]  those pairs
+-- ARGV[2+2*ndup ..]    the pairs counted on a start
 -- Returns 1 to run, 0 for a duplicate.
 local ndup = tonumber(ARGV[1])
+local first, last, result = 2 + 2 * ndup, #ARGV, 1
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  for i = 2, ndup + 1 do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
-  return 0
+  first, last, result = 2, 1 + 2 * ndup, 0
 end
-for i = ndup + 2, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
-return 1
+for i = first, last, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], tonumber(ARGV[i + 1])) end
+return result

@@ -175,6 +175,8 @@ class Stage:
             "RAPTORBUS_HANDLERS": HANDLERS_MODULE,
             "RAPTORBUS_RETRY_BASE_SECONDS": "0.05",
             "RAPTORBUS_RECLAIM_SECONDS": str(self.reclaim_seconds),
+            # Exact counts: no bus.health events of the workers' own.
+            "RAPTORBUS_HEALTH_EVENT_SECONDS": "0",
             LEDGER_URL_ENV: self.ledger.url,
             SLEEP_ENV: str(sleep),
         }
