@@ -15,7 +15,9 @@ from raptorflow_bus.settings import ENV_VARS
 ROOT = Path(__file__).parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-BUS_SERVICES = {name: s for name, s in SERVICES.items() if name != "redis"}
+BUS_SERVICES = {
+    name: s for name, s in SERVICES.items() if s.get("image") == "raptorflow-bus:latest"
+}
 
 
 @pytest.mark.parametrize("name", sorted(BUS_SERVICES))
@@ -47,6 +49,22 @@ def test_redis_is_durable_and_never_evicts() -> None:
     assert any(v.endswith(":/data") for v in redis["volumes"])
     for service in BUS_SERVICES.values():
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_prometheus_scrapes_the_metrics_service_and_grafana_gets_its_config() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = [
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    ]
+    command = SERVICES["metrics"]["command"]
+    port = command[command.index("--port") + 1]
+    assert targets == [f"metrics:{port}"]
+    assert f"{port}:{port}" in SERVICES["metrics"]["ports"]
+    for service in ("prometheus", "grafana"):
+        for volume in SERVICES[service]["volumes"]:
+            assert (ROOT / volume.split(":")[0]).exists(), volume
+    password = SERVICES["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
 
 
 def test_flower_requires_credentials() -> None:
