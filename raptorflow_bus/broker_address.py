@@ -22,10 +22,15 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from raptorflow_bus.errors import ConfigurationError
-from raptorflow_bus.silence import GuardedConnection
+from raptorflow_bus.silence import guarded
 
 SENTINEL_SCHEME = "sentinel"
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
@@ -165,10 +170,15 @@ class BrokerAddress:
         On Sentinel the same timeouts and retry policy apply to the Sentinels, so
         asking them for the master is bounded too."""
         if not self.is_sentinel:
-            if self.url.startswith("redis://"):
-                options = {"connection_class": GuardedConnection, **options}
+            scheme = self.url.partition("://")[0]
+            by_scheme = {"redis": redis.Connection, "rediss": redis.SSLConnection}
+            if scheme in by_scheme:
+                options = {"connection_class": guarded(by_scheme[scheme]), **options}
             return redis.Redis.from_url(self.url, **options)
         master: dict[str, Any] = {**options, "db": self.db}
+        master["connection_class"] = guarded(
+            SentinelManagedSSLConnection if self.tls is not None else SentinelManagedConnection
+        )
         if self.username:
             master["username"] = self.username
         if self.password:

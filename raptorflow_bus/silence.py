@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 import redis
+from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 _lock = threading.Lock()
 _epochs: dict[int, int] = {}
@@ -57,5 +58,29 @@ class SilenceGuard:
 
 
 class GuardedConnection(SilenceGuard, redis.Connection):
-    """A plain TCP connection with the guard (TLS and Sentinel-managed
-    connections do not have it yet)."""
+    pass
+
+
+class GuardedSSLConnection(SilenceGuard, redis.SSLConnection):
+    pass
+
+
+class GuardedSentinelManagedConnection(SilenceGuard, SentinelManagedConnection):
+    pass
+
+
+class GuardedSentinelManagedSSLConnection(SilenceGuard, SentinelManagedSSLConnection):
+    pass
+
+
+GUARDED: dict[type[Any], type[Any]] = {
+    redis.Connection: GuardedConnection,
+    redis.SSLConnection: GuardedSSLConnection,
+    SentinelManagedConnection: GuardedSentinelManagedConnection,
+    SentinelManagedSSLConnection: GuardedSentinelManagedSSLConnection,
+}
+
+
+def guarded(connection_class: type[Any]) -> type[Any]:
+    """The guarded twin of a redis-py connection class (itself if it has none)."""
+    return GUARDED.get(connection_class, connection_class)

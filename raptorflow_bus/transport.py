@@ -43,7 +43,7 @@ from kombu.utils.url import _parse_url
 
 from raptorflow_bus import keys, scripts
 from raptorflow_bus.reaper import Reaper
-from raptorflow_bus.silence import GuardedConnection
+from raptorflow_bus.silence import guarded
 
 # Kombu's type stubs omit most of the Redis channel's attributes.
 _RedisQoS: Any = kombu_redis.QoS
@@ -174,8 +174,8 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             params = super()._connparams(asynchronous)
             # The guard reconnects at send time; Kombu's BRPOP connection is
             # registered with the event loop by socket, and has its own check.
-            if not asynchronous and params.get("connection_class") is redis.Connection:
-                params["connection_class"] = GuardedConnection
+            if not asynchronous and "connection_class" in params:
+                params["connection_class"] = guarded(params["connection_class"])
             self._params[asynchronous] = params
         return dict(self._params[asynchronous])
 
