@@ -272,7 +272,7 @@ class Bus:
                 per_workspace=self.settings.metrics_per_workspace,
             )
         if embedded is not None:
-            log(logging.INFO, f"using embedded redis broker {url}")
+            log(logging.INFO, f"using embedded redis broker {mask_url(url)}")
         else:
             log(logging.INFO, f"using broker {mask_url(url)}")
         self.breaker.success()

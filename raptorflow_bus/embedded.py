@@ -2,7 +2,8 @@
 
 Several processes of one user (the API, five guild workers, Flower) must share
 one server, so it is found through a URL file under a lock, and each process
-registers itself; the last one to leave shuts the server down (AOF flushed)."""
+registers itself; the last one to leave shuts the server down (AOF flushed).
+The server requires a password generated at start (``_start``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -75,6 +77,14 @@ def _ping(url: str) -> bool:
         return False
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Readable by this user only, from the first byte (no chmod after the fact)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 class EmbeddedRedis:
     """``appendfsync`` is what a power cut may cost: ``everysec`` loses up to
     the last second of accepted events, ``always`` nothing that was accepted,
@@ -88,6 +98,7 @@ class EmbeddedRedis:
         self.appendfsync = appendfsync
         self.home = home
         self.url_file = home / "redis.url"
+        self.conf_file = home / "redis.conf"
         self.pid_file = home / "redis.pid"
         self.clients_dir = home / "clients"
         self.data_dir = home / "data"
@@ -96,7 +107,7 @@ class EmbeddedRedis:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.home / "lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -126,37 +137,39 @@ class EmbeddedRedis:
             return url
 
     def _start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """The server asks for a password generated here: on a shared host any
+        local user can reach a loopback port, and without it could read every
+        event and inject their own. It is passed in a config file, never on the
+        command line (which every user can read in ``ps``), and kept with the
+        URL in files only this user can read."""
+        # The AOF holds every event: private like the password.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         port = free_port()
-        cmd = [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.data_dir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            self.appendfsync,
-            "--maxmemory-policy",
-            "noeviction",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--logfile",
-            str(self.home / "redis.log"),
-        ]
+        password = secrets.token_urlsafe(32)
+        settings = {
+            "port": str(port),
+            "bind": "127.0.0.1",
+            "protected-mode": "yes",
+            "requirepass": password,
+            "dir": str(self.data_dir),
+            "appendonly": "yes",
+            "appendfsync": self.appendfsync,
+            "maxmemory-policy": "noeviction",
+            "save": '""',
+            "daemonize": "no",
+            "logfile": str(self.home / "redis.log"),
+        }
+        conf = "".join(f"{key} {value}\n" for key, value in settings.items())
+        _write_private(self.conf_file, conf)
         self._process = subprocess.Popen(
-            cmd,
+            [redis_server_binary(), str(self.conf_file)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + 15
         while not _ping(url):
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -165,9 +178,9 @@ class EmbeddedRedis:
                     f"embedded redis-server did not start; see {self.home / 'redis.log'}"
                 )
             time.sleep(0.05)
-        self.url_file.write_text(url)
+        _write_private(self.url_file, url)
         self.pid_file.write_text(str(self._process.pid))
-        logger.info("started embedded redis-server pid=%s url=%s", self._process.pid, url)
+        logger.info("started embedded redis-server pid=%s port=%s", self._process.pid, port)
         return url
 
     def release(self) -> None:

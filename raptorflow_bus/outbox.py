@@ -119,7 +119,12 @@ class Outbox:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Spooled events are the user's data: private, like the broker's
+            # AOF (SQLite gives its -wal and -shm files the same mode).
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with self._open() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:

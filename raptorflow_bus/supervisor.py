@@ -17,7 +17,7 @@ from types import FrameType
 
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.embedded import EmbeddedRedis
-from raptorflow_bus.settings import Settings
+from raptorflow_bus.settings import Settings, mask_url
 
 logger = logging.getLogger("bus")
 MAX_RESTART_DELAY = 30.0
@@ -104,7 +104,8 @@ def run_up(args: argparse.Namespace) -> int:
     if url is None:
         embedded = EmbeddedRedis(settings.home, settings.appendfsync)
         url = embedded.acquire()
-        print(f"[up] embedded redis-server at {url} (data in {settings.home})", flush=True)
+        where = f"{mask_url(url)} (data in {settings.home})"
+        print(f"[up] embedded redis-server at {where}", flush=True)
     env = {**os.environ, "RAPTORBUS_BROKER_URL": url}
     if args.demo and "RAPTORBUS_RETRY_BASE_SECONDS" not in env:
         env["RAPTORBUS_RETRY_BASE_SECONDS"] = "0.25"

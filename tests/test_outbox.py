@@ -118,13 +118,18 @@ def test_spooled_events_drain_in_order_and_leave_nothing(tmp_path: Path) -> None
     assert outbox.drain(published) == 0
 
 
-def test_the_file_is_durable_sqlite_in_wal_mode(tmp_path: Path) -> None:
+def test_the_file_is_durable_sqlite_in_wal_mode_and_private(tmp_path: Path) -> None:
     import sqlite3
+    import stat
 
-    Outbox(tmp_path, TARGET).spool([item("a")])
-    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+    home = tmp_path / "home"
+    Outbox(home, TARGET).spool([item("a")])
+    with sqlite3.connect(home / "outbox.sqlite3") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for path in home.glob("outbox.sqlite3*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
 
 
 def test_a_failed_publish_stops_the_drain_and_keeps_the_rest_in_order(tmp_path: Path) -> None:
@@ -473,7 +478,10 @@ def test_an_open_breaker_keeps_emits_off_the_broker(tmp_path: Path) -> None:
     try:
         sent = [bus.send("alert.created", alert(str(n))) for n in range(100)]
         assert all(s.spooled for s in sent)
-        assert 1 <= refuser.accepted <= 5  # the connect, and the relay's probes
+        # The connect, then only the relay's probes, spaced by the breaker's
+        # doubling backoff (a loaded machine fits a few more into the run);
+        # without the breaker each of the 100 emits would dial.
+        assert 1 <= refuser.accepted <= 10
     finally:
         bus.close()
         refuser.close()
