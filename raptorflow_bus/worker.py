@@ -13,7 +13,6 @@ from typing import Any
 
 from celery import bootsteps
 from celery.utils.nodenames import host_format
-from celery.worker.control import inspect_command
 from kombu import Consumer, Message
 from pydantic import ValidationError
 
@@ -25,10 +24,10 @@ from raptorflow_bus.guild_consumer import make_guild_consumer
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
 from raptorflow_bus.logs import OncePerOutage, log
 from raptorflow_bus.quarantine import oversized, quarantine
+from raptorflow_bus.remote_control import EVENT_STEP
+from raptorflow_bus.remote_control import register as register_remote_control
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
 from raptorflow_bus.transport import OWNER_OPTION
-
-EVENT_STEP = "raptorbus.EventDispatch"
 
 
 def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.ConsumerStep]:
@@ -117,22 +116,6 @@ def _on_message(bus: Bus, consumer: str) -> Any:
     return on_message
 
 
-def active_queues(state: Any) -> list[dict[str, Any]]:
-    """List the queues a worker is currently consuming from (tasks and events).
-
-    Celery's own ``active_queues`` reports the task consumer's queues only, and a
-    guild worker reads its event queue through the event step above: Flower,
-    which lists exactly the queues these replies name, would never show an
-    event queue's depth, nor ``celery inspect active_queues`` that the worker
-    reads it. Registered under Celery's name by ``build_worker``."""
-    consumer = state.consumer
-    queues = list(consumer.task_consumer.queues) if consumer.task_consumer else []
-    step = consumer.blueprint.steps.get(EVENT_STEP) if consumer.blueprint else None
-    for event_consumer in getattr(step, "consumers", None) or []:
-        queues.extend(event_consumer.queues)
-    return [dict(queue.as_dict(recurse=True)) for queue in queues]
-
-
 def build_worker(
     bus: Bus,
     consumers: Sequence[str],
@@ -159,9 +142,8 @@ def build_worker(
     )
     bus.app.steps["worker"].add(make_heartbeat_step(heartbeat))
     bus.app.steps["consumer"].add(make_event_step(bus, consumers))
-    # Celery's registry of remote control commands is per process; this
-    # replaces its active_queues with the one above (same name, same reply shape).
-    inspect_command(name="active_queues")(active_queues)
+    # active_queues names the event queue too, so Flower lists it.
+    register_remote_control()
     conf.update(worker_consumer=make_guild_consumer(bus, consumers))
     OncePerOutage.install()
     return bus.app.Worker(

@@ -248,6 +248,12 @@ def test_flower_shows_every_guilds_queue_depths_priorities_included(
     wait_until(flower_knows_every_queue, timeout=60, what="Flower to list every guild's queues")
 
     node = worker_node(bus, HELD)
+    # Flower offers "Cancel Consumer" on every listed queue; the event step's
+    # queue is not Celery's to cancel, and the worker says so.
+    refused = bus.app.control.cancel_consumer(
+        event_queue, destination=[node], reply=True, timeout=5
+    )
+    assert refused and "error" in refused[0][node], refused
     cancelled = bus.app.control.cancel_consumer(
         handler_queue, destination=[node], reply=True, timeout=5
     )
