@@ -21,6 +21,7 @@ from typing import Any
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.errors import BrokerUnavailable, BusError, DeadLetterNotFound
+from raptorflow_bus.flower import configure as configure_flower
 from raptorflow_bus.health import NO_WORKER, STALLED, stalled_guilds
 from raptorflow_bus.outbox import Outbox, target_for
 from raptorflow_bus.queues import all_queue_states
@@ -88,7 +89,8 @@ def flower_auth() -> str:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    bus = open_bus()
+    # On the stock transport, so that Flower shows queue depths (raptorflow_bus.flower).
+    bus = configure_flower(open_bus())
     os.environ["FLOWER_BASIC_AUTH"] = flower_auth()
     os.environ.pop("FLOWER_AUTH", None)
     try:

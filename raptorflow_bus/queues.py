@@ -1,4 +1,7 @@
-"""Reading queue state straight from Redis: what Flower does not show (flower#1173)."""
+"""Reading queue state straight from Redis: every queue of the routing table,
+its depth over all priority lists and the age of its oldest message, whether
+or not any worker runs. Flower shows depths too (``raptorflow_bus.flower``),
+but only of queues some worker it heard from named, and no ages."""
 
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ from raptorflow_bus.health_beacon import HealthBeacon, make_health_step
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
 from raptorflow_bus.logs import OncePerOutage, log
 from raptorflow_bus.quarantine import oversized, quarantine
+from raptorflow_bus.remote_control import EVENT_STEP
+from raptorflow_bus.remote_control import register as register_remote_control
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
 from raptorflow_bus.transport import OWNER_OPTION
 
@@ -35,7 +37,7 @@ def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.Consum
         bus.topology.consumer(name)
 
     class EventDispatch(bootsteps.ConsumerStep):
-        name = "raptorbus.EventDispatch"
+        name = EVENT_STEP
 
         def get_consumers(self, channel: Any) -> list[Consumer]:
             return [
@@ -144,6 +146,8 @@ def build_worker(
         beacon = HealthBeacon(bus, bus.settings.health_event_seconds)
         bus.app.steps["worker"].add(make_health_step(beacon))
     bus.app.steps["consumer"].add(make_event_step(bus, consumers))
+    # active_queues names the event queue too, so Flower lists it.
+    register_remote_control()
     conf.update(worker_consumer=make_guild_consumer(bus, consumers))
     OncePerOutage.install()
     return bus.app.Worker(

@@ -166,9 +166,12 @@ def test_queue_depth_and_oldest_age_rise_while_workers_are_stopped_and_fall_to_z
             assert age == 0
 
 
-def commands_from_others(client: redis.Redis[bytes], action: Any) -> list[str]:
-    """Every top-level command sent to Redis while ``action`` runs, from any
-    client but the monitor (script-internal commands excluded)."""
+def commands_from(client: redis.Redis[bytes], source: redis.Redis[bytes], action: Any) -> list[str]:
+    """Every top-level command ``source`` sends to Redis while ``action`` runs,
+    as MONITOR shows them (script-internal commands are the script's work)."""
+    connection = source.connection_pool.get_connection()
+    host, port = connection._sock.getsockname()[:2]  # type: ignore[union-attr]
+    source.connection_pool.release(connection)
     seen: list[dict[str, Any]] = []
     stop = "raptorbus-monitor-stop"
     ready = threading.Event()
@@ -188,7 +191,11 @@ def commands_from_others(client: redis.Redis[bytes], action: Any) -> list[str]:
     action()
     client.echo(stop)
     thread.join(10)
-    return [c["command"].split()[0].upper() for c in seen if c.get("client_type") != "lua"]
+    return [
+        c["command"].split()[0].upper()
+        for c in seen
+        if (c.get("client_address"), c.get("client_port")) == (host, str(port))
+    ]
 
 
 def test_counting_costs_emit_no_round_trip(redis_url: str) -> None:
@@ -198,8 +205,9 @@ def test_counting_costs_emit_no_round_trip(redis_url: str) -> None:
         bus.emit("signal.detected", SIGNAL, workspace_id="ws-a")
         watcher = redis.Redis.from_url(redis_url)
         try:
-            sent = commands_from_others(
+            sent = commands_from(
                 watcher,
+                bus.redis,
                 lambda: [
                     bus.emit("signal.detected", SIGNAL, workspace_id="ws-a") for _ in range(20)
                 ],

@@ -1,6 +1,6 @@
 """The bus on Redis Sentinel, without a failover (tests/faults/test_failover.py
 has those): Sentinels with a password of their own, TLS, the emit path, Celery's
-transport and the CLI on the master they name."""
+transport, the CLI and Flower's queue depths on the master they name."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from raptorflow_bus import BrokerUnavailable, Bus, Settings
 from raptorflow_bus.health import stalled_guilds
 from raptorflow_bus.topology import priority_list
+from tests.flower_view import api_depths, emit_waiting, flower_depths, flower_process
 from tests.payloads import VALID
 from tests.sentinel_topology import SentinelTopology, make_tls, tls_binary
 
@@ -87,6 +88,32 @@ def test_stats_names_the_current_master(topology: SentinelTopology, tmp_path: Pa
     assert f"master {topology.master.address}" in " ".join(table.stdout.split())
 
 
+def test_flower_shows_queue_depths_through_the_sentinels(
+    topology: SentinelTopology, tmp_path: Path
+) -> None:
+    """``raptorbus flower`` on a sentinel:// URL: Flower asks the Sentinels (with
+    their password) for the master and counts every priority list there. No
+    worker runs, so it lists the queues of its settings (and Celery's default)."""
+    settings = Settings(
+        broker_url=topology.url,
+        sentinel_master=topology.master_name,
+        sentinel_password=PASSWORD,
+        home=tmp_path,
+    )
+    with Bus(settings, outbox=False) as bus:
+        bus.redis.flushdb()
+        bus.declare_topology()
+        expected = emit_waiting(bus)
+    env = {
+        "RAPTORBUS_BROKER_URL": topology.url,
+        "RAPTORBUS_SENTINEL_MASTER": topology.master_name,
+        "RAPTORBUS_SENTINEL_PASSWORD": PASSWORD,
+        "RAPTORBUS_HOME": str(tmp_path),
+    }
+    with flower_process(env, tmp_path / "flower.log") as base:
+        assert api_depths(base) == {"celery": 0, **expected}
+
+
 def test_over_tls_the_bus_and_celerys_transport_reach_the_master(tmp_path: Path) -> None:
     binary = tls_binary()
     if binary is None or shutil.which("openssl") is None:
@@ -105,3 +132,9 @@ def test_over_tls_the_bus_and_celerys_transport_reach_the_master(tmp_path: Path)
             with topology.master.client() as master:
                 assert master.llen(priority_list("council", 6)) == 1
                 assert master.exists("_kombu.binding.raptorflow.events")
+            # Flower's reader, given what `raptorbus flower` gives it: Sentinels
+            # and master over TLS.
+            assert flower_depths(settings, ["council", "research"]) == {
+                "council": 1,
+                "research": 0,
+            }
