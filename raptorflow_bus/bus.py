@@ -25,6 +25,7 @@ from kombu.exceptions import OperationalError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from raptorflow_bus import keys
 from raptorflow_bus.backoff import Backoff
 from raptorflow_bus.breaker import Breaker
 from raptorflow_bus.broker_address import BrokerAddress, close_client
@@ -50,7 +51,13 @@ from raptorflow_bus.logs import log
 from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.metrics import Metrics
 from raptorflow_bus.outbox import Outbox, target_for
-from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisPublisher
+from raptorflow_bus.publisher import (
+    EagerPublisher,
+    Prepared,
+    Publisher,
+    Redeclare,
+    RedisPublisher,
+)
 from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.relay import Relay
 from raptorflow_bus.replica_acks import ReplicaAcks
@@ -264,7 +271,12 @@ class Bus:
                 return
             self._client = client
             self._store = self._store or RedisStore(client, self.replica_acks)
-            self._publisher = RedisPublisher(client, self.topology, self.replica_acks)
+            self._publisher = RedisPublisher(
+                client,
+                self.topology,
+                self.replica_acks,
+                on_missing=Redeclare(self.declare_topology),
+            )
         if embedded is not None:
             log(logging.INFO, f"using embedded redis broker {url}")
         else:
@@ -272,15 +284,19 @@ class Bus:
         self.breaker.success()
 
     def declare_topology(self) -> None:
-        """Declare exchange, queues and bindings; idempotent (trap 1)."""
+        """Declare exchange, queues and bindings; idempotent (trap 1). Bumps the
+        binding table's version, so every publisher reads the table again (the
+        bus's transport bumps it per binding too; a stock one would not)."""
         with self.app.connection_for_write() as conn:
             # Fail rather than retry forever if the broker went away since the ping.
             conn.ensure_connection(max_retries=1)
-            channel = conn.default_channel
+            channel: Any = conn.default_channel
             self.topology.kombu_exchange(channel).declare()
             for consumer in self.topology.consumers:
                 self.topology.kombu_event_queue(consumer)(channel).declare()
                 self.topology.kombu_handler_queue(consumer)(channel).declare()
+            with channel.conn_or_acquire() as client:
+                client.incr(keys.bindings_version(self.topology.exchange))
 
     @property
     def redis(self) -> redis.Redis[bytes]:

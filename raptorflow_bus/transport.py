@@ -212,6 +212,49 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             self.needs_sweep.add(owner)
             raise
 
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """Kombu's bind, then the version bump that tells every bus publisher its
+        cached copy of the table is stale (``publisher``)."""
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+        self._bump_bindings(exchange)
+
+    def _delete(self, queue: str, exchange: str, *args: Any, **kwargs: Any) -> None:
+        super()._delete(queue, exchange, *args, **kwargs)
+        self._bump_bindings(exchange, kwargs.get("client"))
+
+    def queue_unbind(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        routing_key: str = "",
+        arguments: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Stock Kombu forgets the binding in this process only: the member stays
+        in Redis and every producer goes on routing to the queue. Remove it there
+        too (whatever regex it was stored with)."""
+        super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
+        if not exchange:
+            return
+        table = self.keyprefix_queue % (exchange,)
+        with self.conn_or_acquire() as client:
+            members = [
+                m
+                for m in client.smembers(table)
+                if (parts := bytes_to_str(m).split(self.sep))[0] == (routing_key or "")
+                and parts[-1] == queue
+            ]
+            with client.pipeline() as pipe:
+                if members:
+                    pipe.srem(table, *members)
+                    pipe.srem(self.keyprefix_binding_permanent % (exchange,), *members)
+                pipe.incr(keys.bindings_version(exchange))
+                pipe.execute()
+
+    def _bump_bindings(self, exchange: str, client: Any = None) -> None:
+        with self.conn_or_acquire(client) as conn:
+            conn.incr(keys.bindings_version(exchange))
+
     def queue_delete(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         """Closing deletes the channel's auto-delete fanout queues (Celery's pidbox
         and gossip); with Redis gone that fails, and must not cut the rest of the
