@@ -92,6 +92,9 @@ class Redeclare:
 
 
 class RedisPublisher:
+    #: How long a cached binding table is trusted without being read again.
+    max_age_seconds: float = TABLE_MAX_AGE_SECONDS
+
     def __init__(
         self,
         client: redis.Redis[bytes],
@@ -99,14 +102,15 @@ class RedisPublisher:
         replica_acks: ReplicaAcks | None = None,
         *,
         on_missing: Callable[[Sequence[tuple[str, str]]], None] | None = None,
-        max_age_seconds: float = TABLE_MAX_AGE_SECONDS,
+        max_age_seconds: float | None = None,
     ) -> None:
         self._client = client
         self._topology = topology
         self._script = scripts.register(client, "publish")
         self._acks = replica_acks or ReplicaAcks()
         self._on_missing = on_missing
-        self._max_age = max_age_seconds
+        if max_age_seconds is not None:
+            self.max_age_seconds = max_age_seconds
         self._table_keys = [
             keys.bindings_version(topology.exchange),
             keys.binding_table(topology.exchange),
@@ -122,7 +126,7 @@ class RedisPublisher:
 
     def publish(self, prepared: Sequence[Prepared]) -> None:
         table, read_at = self._cached
-        token = table.token if time.monotonic() - read_at < self._max_age else RELOAD
+        token = table.token if time.monotonic() - read_at < self.max_age_seconds else RELOAD
         for attempt in range(ATTEMPTS):
             result = self._run(prepared, table, token if attempt < ATTEMPTS - 1 else "")
             if int(result[0]) != STALE:
