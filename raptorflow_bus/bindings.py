@@ -18,15 +18,22 @@ does not match ``a``, ``#.a`` does not match ``a``, ``a.#.b`` does not match
 ``a.b``, and a ``*`` inside a word is a regex star (``a*`` matches ``aaa``).
 Older Kombu stored ``.*?[^\\.]`` for ``*`` (so its ``a.*`` matched ``a.b.c``);
 such a member keeps its stored meaning here, as it does for Kombu's lookup.
-``tests/test_bindings.py`` checks all of this against Kombu's own lookup."""
+``tests/test_bindings.py`` checks all of this against Kombu's own lookup.
+
+A table that lacks the bus's own bindings (someone deleted the set) is
+repaired by declaring the topology again (``Redeclare``); until then the
+publisher's union with routing.py keeps the bus's own emits reaching them."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from raptorflow_bus.logs import log
 from raptorflow_bus.topology import PRIORITY_SEP, Topology
 
 ROUTE_CACHE_SIZE = 4096
@@ -100,3 +107,33 @@ class BindingTable:
             for pattern in topology.patterns(consumer)
             if (pattern, topology.event_queue(consumer)) not in present
         ]
+
+
+class Redeclare:
+    """Puts the bus's own bindings back when the table lacks them (someone
+    deleted the set): bus emits reach those queues anyway, a stock producer's
+    would not. Runs ``declare`` on a thread of its own, one at a time, so an
+    emit never waits for it."""
+
+    def __init__(self, declare: Callable[[], None]) -> None:
+        self._declare = declare
+        self._busy = threading.Lock()
+
+    def __call__(self, missing: Sequence[tuple[str, str]]) -> None:
+        if not self._busy.acquire(blocking=False):
+            return
+        sample = ", ".join(f"{queue} <- {pattern}" for pattern, queue in missing[:3])
+        log(
+            logging.WARNING,
+            f"the binding table lacks {len(missing)} of the bus's bindings ({sample}); "
+            "declaring the topology again",
+        )
+        threading.Thread(target=self._run, name="raptorbus-redeclare", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._declare()
+        except Exception as exc:
+            log(logging.ERROR, f"could not declare the topology again: {exc}")
+        finally:
+            self._busy.release()

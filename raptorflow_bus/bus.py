@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from raptorflow_bus import keys
 from raptorflow_bus.backoff import Backoff
+from raptorflow_bus.bindings import Redeclare
 from raptorflow_bus.breaker import Breaker
 from raptorflow_bus.broker_address import BrokerAddress, close_client
 from raptorflow_bus.catalogue import Catalogue
@@ -51,13 +52,7 @@ from raptorflow_bus.logs import log
 from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.metrics import Metrics
 from raptorflow_bus.outbox import Outbox, target_for
-from raptorflow_bus.publisher import (
-    EagerPublisher,
-    Prepared,
-    Publisher,
-    Redeclare,
-    RedisPublisher,
-)
+from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisPublisher
 from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.relay import Relay
 from raptorflow_bus.replica_acks import ReplicaAcks

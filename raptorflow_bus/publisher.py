@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,36 +60,6 @@ class Publisher(Protocol):
     def publish(self, prepared: Sequence[Prepared]) -> None: ...
 
 
-class Redeclare:
-    """Puts the bus's own bindings back when the table lacks them (someone
-    deleted the set): bus emits reach those queues anyway, a stock producer's
-    would not. Runs ``declare`` on a thread of its own, one at a time, so an
-    emit never waits for it."""
-
-    def __init__(self, declare: Callable[[], None]) -> None:
-        self._declare = declare
-        self._busy = threading.Lock()
-
-    def __call__(self, missing: Sequence[tuple[str, str]]) -> None:
-        if not self._busy.acquire(blocking=False):
-            return
-        sample = ", ".join(f"{queue} <- {pattern}" for pattern, queue in missing[:3])
-        log(
-            logging.WARNING,
-            f"the binding table lacks {len(missing)} of the bus's bindings ({sample}); "
-            "declaring the topology again",
-        )
-        threading.Thread(target=self._run, name="raptorbus-redeclare", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self._declare()
-        except Exception as exc:
-            log(logging.ERROR, f"could not declare the topology again: {exc}")
-        finally:
-            self._busy.release()
-
-
 class RedisPublisher:
     #: How long a cached binding table is trusted without being read again.
     max_age_seconds: float = TABLE_MAX_AGE_SECONDS
@@ -116,6 +85,7 @@ class RedisPublisher:
             keys.binding_table(topology.exchange),
         ]
         self._limits = {topology.event_queue(c): topology.max_length(c) for c in topology.consumers}
+        self._reported: tuple[str, ...] = ()
         # (table, when it was read); replaced whole, so threads share it safely.
         self._cached: tuple[BindingTable, float] = (BindingTable(RELOAD, ()), -float("inf"))
 
@@ -146,7 +116,8 @@ class RedisPublisher:
     def _load(self, token: str, members: Sequence[bytes]) -> BindingTable:
         table = BindingTable.parse(token, members)
         self._cached = (table, time.monotonic())
-        if table.unusable:
+        if table.unusable and table.unusable != self._reported:
+            self._reported = table.unusable
             log(
                 logging.ERROR,
                 f"ignoring {len(table.unusable)} binding(s) of {self._topology.exchange!r} "
