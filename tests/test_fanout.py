@@ -23,12 +23,14 @@ from kombu import Connection, Exchange, Message, Queue
 
 import routing
 from raptorflow_bus import Backpressure, Bus, Channel, Topology, keys
+from raptorflow_bus.bindings import BindingTable
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.publisher import RedisPublisher
 from raptorflow_bus.quarantine import DISPATCH
 from raptorflow_bus.queues import UNACKED_KEY, is_idle, queue_state
 from tests.harness import RedisBackend, wait_until
 from tests.payloads import VALID
+from tests.test_bindings import KEYS, PATTERNS
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -128,6 +130,24 @@ def test_third_party_queues_receive_exactly_the_events_their_patterns_match(
     assert depth(bus, "external.audit") == depth(bus, "external.agents") == 0
 
 
+def test_the_table_a_default_kombu_client_writes_routes_as_kombu_routes_it(
+    bus: Bus, redis_url: str
+) -> None:
+    """tests/test_bindings.py's table, bound for real: what Redis holds is read
+    by the bus and by Kombu's own channel, and both route every key alike."""
+    with Connection(redis_url) as conn:
+        channel: Any = conn.default_channel
+        for i, pattern in enumerate(PATTERNS):
+            Queue(f"t{i}", EXCHANGE, routing_key=pattern)(channel).declare()
+        table = BindingTable.parse("-", bus.redis.smembers(TABLE))
+        lookup = channel.typeof(EXCHANGE.name).lookup
+        for key in KEYS:
+            kombu = {q for q in lookup(channel.get_table(EXCHANGE.name), EXCHANGE.name, key, None)}
+            own = {q for q in kombu if not q.startswith("t")}
+            assert table.queues_for(key) == tuple(sorted(kombu)), key
+            assert set(bus.topology.consumers_for(key)) >= own, key
+
+
 def test_a_binding_a_stock_client_adds_or_removes_is_seen_by_the_next_emit(
     bus: Bus, redis_url: str
 ) -> None:
@@ -170,6 +190,12 @@ def test_the_bus_transport_unbinds_in_redis_and_bumps_the_version(bus: Bus, redi
     assert not any(m.endswith(b"external.tmp") for m in bus.redis.smembers(TABLE))
     emit(bus, SIGNAL)
     assert depth(bus, "external.tmp") == 1
+
+    with Connection(redis_url) as stock:
+        bound = queue(stock.default_channel)
+        bound.declare()
+        bound.unbind_from(EXCHANGE, routing_key="raptorflow.events.signal.*")
+    assert any(m.endswith(b"external.tmp") for m in bus.redis.smembers(TABLE))
 
 
 def test_a_swap_that_keeps_the_member_count_is_seen_once_the_cached_table_ages(
