@@ -25,7 +25,9 @@ from kombu.exceptions import OperationalError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from raptorflow_bus import keys
 from raptorflow_bus.backoff import Backoff
+from raptorflow_bus.bindings import Redeclare
 from raptorflow_bus.breaker import Breaker
 from raptorflow_bus.broker_address import BrokerAddress, close_client
 from raptorflow_bus.catalogue import Catalogue
@@ -270,6 +272,7 @@ class Bus:
                 self.topology,
                 self.replica_acks,
                 per_workspace=self.settings.metrics_per_workspace,
+                on_missing=Redeclare(self.declare_topology),
             )
         if embedded is not None:
             log(logging.INFO, f"using embedded redis broker {mask_url(url)}")
@@ -278,15 +281,19 @@ class Bus:
         self.breaker.success()
 
     def declare_topology(self) -> None:
-        """Declare exchange, queues and bindings; idempotent (trap 1)."""
+        """Declare exchange, queues and bindings; idempotent (trap 1). Bumps the
+        binding table's version, so every publisher reads the table again (the
+        bus's transport bumps it per binding too; a stock one would not)."""
         with self.app.connection_for_write() as conn:
             # Fail rather than retry forever if the broker went away since the ping.
             conn.ensure_connection(max_retries=1)
-            channel = conn.default_channel
+            channel: Any = conn.default_channel
             self.topology.kombu_exchange(channel).declare()
             for consumer in self.topology.consumers:
                 self.topology.kombu_event_queue(consumer)(channel).declare()
                 self.topology.kombu_handler_queue(consumer)(channel).declare()
+            with channel.conn_or_acquire() as client:
+                client.incr(keys.bindings_version(self.topology.exchange))
 
     @property
     def redis(self) -> redis.Redis[bytes]:

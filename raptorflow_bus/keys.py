@@ -19,6 +19,13 @@ MALFORMED = PREFIX + "transport:malformed"
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 
+# The exchange's binding table is Kombu's own set (shared with stock Kombu);
+# the version counter beside it is bumped by every bind, unbind and queue
+# delete that goes through the bus's transport, so a publisher's cached copy
+# of the table is checked in the same script call as the fan-out.
+BINDING_TABLE_PREFIX = "_kombu.binding."
+BINDINGS_VERSION_PREFIX = PREFIX + "bindings:version:"
+
 # Worker liveness: who holds which delivery, and who still beats.
 HEARTBEATS = PREFIX + "workers:heartbeats"
 OWNED_PREFIX = PREFIX + "workers:owned:"
@@ -33,3 +40,13 @@ def wake(queue: str) -> str:
 def owned(worker_id: str) -> str:
     """The deliveries ``worker_id`` holds unacked: a hash of tag -> queue."""
     return OWNED_PREFIX + worker_id
+
+
+def binding_table(exchange: str) -> str:
+    """Kombu's set of ``routing_key SEP regex SEP queue`` members for ``exchange``."""
+    return BINDING_TABLE_PREFIX + exchange
+
+
+def bindings_version(exchange: str) -> str:
+    """The counter every binding change made through the bus's transport bumps."""
+    return BINDINGS_VERSION_PREFIX + exchange

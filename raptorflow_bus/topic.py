@@ -1,9 +1,14 @@
 """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more.
 
-Kombu's Redis transport matches with a regex that differs at the edges of ``#``
-(its ``a.#`` does not match ``a``, nor ``a.#.c`` match ``a.c``). The
-bus computes fan-out itself with these AMQP rules, which RabbitMQ also follows,
-and routing.py is written so that both agree on every catalogued key (tested)."""
+This is routing.py's matcher: ``Topology.consumers_for`` (which guilds hear an
+event type, eager mode, ``subscribe``'s check) follows these rules, which
+RabbitMQ also follows, so the routing data means the same on a native broker.
+On Redis the fan-out follows the exchange's binding table with Kombu's own
+regexes instead (``raptorflow_bus.bindings``), which differ at the edges (its
+``a.#`` does not match ``a``, nor ``a.#.c`` match ``a.c``, and its ``*`` needs
+a non-empty word); the fan-out is the union of both. routing.py is written so
+that both agree on every catalogued key (``tests/test_routing.py``), so for
+the bus's own queues the union adds nothing."""
 
 from __future__ import annotations
 

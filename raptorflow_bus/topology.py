@@ -157,6 +157,13 @@ class Topology:
     def max_length(self, consumer: str) -> int:
         return max(self.channels[ch].max_queue_length for ch in self.consumer(consumer).channels)
 
+    @property
+    def foreign_max_length(self) -> int:
+        """The limit of a queue routing.py does not know (bound to the exchange by
+        someone else): the largest channel limit, so a third party's queue takes
+        as much as the roomiest of ours before it refuses an emit."""
+        return max((ch.max_queue_length for ch in self.channels.values()), default=50_000)
+
     @staticmethod
     def event_queue(consumer: str) -> str:
         return consumer

@@ -14,15 +14,14 @@ from typing import Any
 from celery import bootsteps
 from celery.utils.nodenames import host_format
 from kombu import Consumer, Message
-from pydantic import ValidationError
 
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.dispatch import dispatch
-from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.guild_consumer import make_guild_consumer
 from raptorflow_bus.health_beacon import HealthBeacon, make_health_step
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
+from raptorflow_bus.inbound import Rejected, accept, parse_body
 from raptorflow_bus.logs import OncePerOutage, log
 from raptorflow_bus.quarantine import oversized, quarantine
 from raptorflow_bus.remote_control import EVENT_STEP
@@ -46,7 +45,8 @@ def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.Consum
                     queues=[bus.topology.kombu_event_queue(name)],
                     callbacks=[_on_message(bus, name)],
                     on_decode_error=_on_decode_error(bus, name),
-                    accept=["json"],
+                    # text/plain: a stock Kombu producer's envelope JSON (inbound).
+                    accept=["json", "text/plain"],
                     prefetch_count=50,
                 )
                 for name in consumers
@@ -77,19 +77,16 @@ def _on_message(bus: Bus, consumer: str) -> Any:
             message.ack()
             return
         try:
-            envelope = Envelope.model_validate(body)
-        except (ValidationError, TypeError, ValueError) as exc:
-            quarantine(bus, consumer, str(exc), type(exc).__name__, body=body)
+            data = parse_body(body)
+            envelope = accept(bus, data, message.delivery_info)
+        except Rejected as exc:
+            quarantine(bus, consumer, exc.reason, exc.error_type, body=body, envelope=exc.envelope)
             message.ack()
             return
-        if envelope.type not in bus.catalogue:
-            reason = f"unknown event type {envelope.type!r}"
-            quarantine(bus, consumer, reason, "UnknownEventType", envelope=envelope)
-            message.ack()
-            return
+        # The bus's own copies are JSON objects whose text is the envelope's.
+        raw = message.body if isinstance(body, dict) else None
         try:
-            raw = message.body
-            dispatch(bus, envelope, consumer, body, raw.decode() if isinstance(raw, bytes) else raw)
+            dispatch(bus, envelope, consumer, data, raw.decode() if isinstance(raw, bytes) else raw)
         except NotReplicated as exc:
             # The master took the handler tasks but too few replicas confirmed
             # them: the event goes back for a later attempt (a copy of a task

@@ -2,7 +2,7 @@
 -- Priority first across all the consumer's queues, as stock Kombu's BRPOP key
 -- order does; re-arms the wake token of every queue still holding messages.
 --
--- KEYS[1]          unacked hash (tag -> [message, exchange, routing_key])
+-- KEYS[1]          unacked hash (tag -> [message, '', queue])
 -- KEYS[2]          unacked index (zset tag -> delivery time)
 -- KEYS[3]          malformed quarantine list
 -- KEYS[4]          the owner's deliveries (hash tag -> queue), or '' for none
@@ -42,11 +42,12 @@ if not ok or type(msg) ~= 'table' or type(msg.properties) ~= 'table'
   redis.call('LPUSH', KEYS[3], item)
   return {'', '', qi}
 end
-local info = msg.properties.delivery_info
-if type(info) ~= 'table' then info = {} end
+-- Recorded against the anonymous exchange with the queue it was taken from as
+-- routing key, whatever the message says it was published to: a restore (the
+-- visibility timeout, a closing channel) puts it back on this queue only, never
+-- through the exchange to every bound queue again (trap 3).
 local tag = msg.properties.delivery_tag
-redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info.exchange or '')
-  .. ',' .. cjson.encode(info.routing_key or '') .. ']')
+redis.call('HSET', KEYS[1], tag, '[' .. item .. ',"",' .. cjson.encode(ARGV[2 + nq + qi]) .. ']')
 redis.call('ZADD', KEYS[2], ARGV[1], tag)
 if KEYS[4] ~= '' then redis.call('HSET', KEYS[4], tag, ARGV[2 + nq + qi]) end
 return {item, tag, qi}
