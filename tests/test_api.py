@@ -9,7 +9,11 @@ broker does not hold up other requests."""
 from __future__ import annotations
 
 import logging
+import os
 import select
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -293,3 +297,60 @@ def test_an_emit_stuck_on_a_silent_broker_does_not_block_other_requests(
     # spooled; meanwhile the server answered the other request.
     assert stuck[0].status_code == 202 and stuck[0].json()["spooled"] is True
     assert app.answered == ["/openapi.json", path]
+
+
+def test_raptorbus_up_api_serves_the_example_beside_the_workers(
+    bus: Bus, redis_url: str, tmp_path: Path
+) -> None:
+    """Subprocess workers this time: ``raptorbus up --api`` starts the five
+    guild workers and the API; a compliance failure posted to the API ends in
+    the dead-letter queue that the API lists, and Ctrl-C stops everything."""
+    root = Path(__file__).parent.parent
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAPTORBUS_BROKER_URL": redis_url,
+        "RAPTORBUS_HOME": str(tmp_path),
+        "RAPTORBUS_RETRY_BASE_SECONDS": "0.05",
+        "RAPTORFLOW_API_TOKENS": "tok-a=ws-a",
+    }
+    log_path = tmp_path / "up.log"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "raptorflow_bus.cli", "up", "--no-flower", "--pool=solo",
+         "--api", f"--api-port={port}"],
+        env=env, cwd=root, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+            def answers() -> bool:
+                try:
+                    return client.get("/bus/health", headers=auth("tok-a")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_until(answers, timeout=90, what="the API to answer")
+            wait_until(
+                lambda: len(bus.app.control.ping(timeout=0.5) or []) == 5,
+                timeout=90,
+                what="five guild workers",
+            )
+            sent = client.post(
+                "/demo/compliance-failure", headers=auth("tok-a", **{"X-Correlation-Id": "up-api"})
+            )
+            assert sent.status_code == 202 and sent.json()["spooled"] is False
+            wait_until(lambda: bool(letters(client, "tok-a")), timeout=90, what="a dead letter")
+            [letter] = letters(client, "tok-a")
+            assert (letter["handler"], letter["correlation_id"]) == (COMPLIANCE, "up-api")
+            guilds = client.get("/bus/health", headers=auth("tok-a")).json()["guilds"]
+            assert {g: v["workers_alive"] >= 1 for g, v in guilds.items()} == dict.fromkeys(
+                bus.topology.consumers, True
+            )
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=90)
+    output = log_path.read_text()
+    assert up.returncode == 0, output[-3000:]
+    assert f"[up] API at http://127.0.0.1:{port}" in output
+    assert redis_url not in output

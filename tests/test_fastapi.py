@@ -63,7 +63,7 @@ BAD: list[tuple[str, str, dict[str, Any], int, str, str]] = [
     ("post", "/events/Signal", {"json": {}}, 400, "InvalidEventType", "dotted lowercase"),
     ("post", "/events/signal.detected", {"json": {"signal_id": "s-1"}}, 422,
      "InvalidPayload", "strength"),
-    ("post", "/events/signal.detected", {"json": [1, 2]}, 422, "InvalidPayload", "valid dictionary"),
+    ("post", "/events/signal.detected", {"json": [1, 2]}, 422, "InvalidPayload", "dictionary"),
     ("post", "/events/signal.detected", {"content": b"{nope"}, 400, "InvalidRequest", "not JSON"),
     ("post", "/events/signal.detected", {"json": VALID["signal.detected"],
      "params": {"priority": "urgent"}}, 422, "InvalidEnvelope", "priority 'urgent'"),
