@@ -265,3 +265,14 @@ def test_api_tokens_parse_to_principals() -> None:
     assert parse_tokens("a=ws-1, b=*") == {"a": Principal("ws-1"), "b": Principal(None)}
     with pytest.raises(ConfigurationError):
         parse_tokens("no-workspace")
+
+
+def test_health_masks_the_password_in_every_string_and_only_there() -> None:
+    from raptorflow_bus.fastapi.router import _masked
+
+    reading = {"status": "down", "error": "auth failed for e: e", "queues": [{"depth": 1}]}
+    assert _masked(reading, "e") == {
+        "status": "down",
+        "error": "auth fail***d for ***: ***",
+        "queues": [{"depth": 1}],
+    }

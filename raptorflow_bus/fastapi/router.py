@@ -99,16 +99,23 @@ async def json_body(request: Request, limit: int) -> Any:
 
 
 def masked_health(bus: Bus) -> dict[str, Any]:
-    """``bus.health()`` with the broker named and its password masked, here and
-    anywhere an error message might have repeated it."""
+    """``bus.health()`` with the broker named and its password masked, there and
+    in any string of the reading that might repeat it (an error message)."""
     reading = bus.health()
     url = bus.broker_url or bus.settings.broker_url
     reading["broker"] = mask_url(url) if url else None
     password = urlsplit(url.split(";")[0]).password if url else None
-    if not password:
-        return reading
-    text = json.dumps(reading, default=str)
-    return dict(json.loads(text.replace(password, "***")))
+    return _masked(reading, password) if password else reading
+
+
+def _masked(value: Any, password: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(password, "***")
+    if isinstance(value, dict):
+        return {k: _masked(v, password) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v, password) for v in value]
+    return value
 
 
 def metrics_body(bus: Bus, accept: str) -> tuple[bytes, str]:
