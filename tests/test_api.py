@@ -354,3 +354,20 @@ def test_raptorbus_up_api_serves_the_example_beside_the_workers(
     assert up.returncode == 0, output[-3000:]
     assert f"[up] API at http://127.0.0.1:{port}" in output
     assert redis_url not in output
+
+
+def test_a_full_queue_answers_429_naming_it_with_retry_after(
+    redis_backend: RedisBackend,
+) -> None:
+    from tests.test_broker import reshaped
+
+    with redis_backend.bus(topology=reshaped(max_queue_length=1)) as bus:
+        with api_client(create_app(bus, TOKENS)) as client:
+            signal_body = {"signal_id": "s-1", "source": "news", "topic": "ai", "strength": 0.5}
+            first = client.post("/events/signal.detected", json=signal_body, headers=auth("tok-a"))
+            assert first.status_code == 202
+            full = client.post("/events/signal.detected", json=signal_body, headers=auth("tok-a"))
+        assert full.status_code == 429 and full.headers["retry-after"] == "1"
+        assert full.json()["error"] == "Backpressure"
+        assert "is full" in full.json()["detail"]
+        assert bus.get_metrics()["totals"]["published"] == 1
