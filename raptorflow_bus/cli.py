@@ -564,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flower-port", type=int, default=5555)
     p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--api", action="store_true", help="also serve examples/api.py (uvicorn)")
+    p.add_argument("--api-host", default="127.0.0.1")
+    p.add_argument("--api-port", type=int, default=8000)
     p.set_defaults(func=cmd_up)
     return parser
 

@@ -6,13 +6,18 @@ retry budget; the letter leaves the queue only when the handler succeeds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+import binascii
+import builtins
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.envelope import utcnow
-from raptorflow_bus.errors import BusError, DeadLetterNotFound, HandlerError
+from raptorflow_bus.errors import BusError, DeadLetterNotFound, HandlerError, InvalidCursor
+from raptorflow_bus.store import Position
 from raptorflow_bus.topology import PRIORITY_VALUES
 
 if TYPE_CHECKING:
@@ -38,6 +43,62 @@ def _matches(
     return older_than is None or letter.last_failed_at <= utcnow() - older_than
 
 
+# A filtered page reads the store in batches of SCAN_BATCH and gives up after
+# SCAN_BUDGET letters, handing back a cursor to go on from: a filter that
+# matches little costs bounded work per call, never the whole queue at once.
+SCAN_BATCH = 500
+SCAN_BUDGET = 5_000
+# A letter's position is the time it was stored, a little after its
+# last_failed_at; ``older_than`` stops the walk only this far past its cutoff.
+INDEX_SLACK_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class LetterFilter:
+    workspace_id: str | None = None
+    event_type: str | None = None
+    handler: str | None = None
+    guild: str | None = None
+    older_than: timedelta | None = None
+
+    @property
+    def narrows(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.workspace_id, self.event_type, self.handler, self.guild, self.older_than)
+        )
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return _matches(
+            letter, self.workspace_id, self.event_type, self.handler, self.guild, self.older_than
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    """``next_cursor`` is None once the walk reached the end; a page may hold
+    fewer letters than asked (even none) and still have a cursor, when the
+    scan budget ran out before the filter found enough."""
+
+    letters: list[DeadLetter]
+    next_cursor: str | None
+
+
+def encode_cursor(position: Position) -> str:
+    """Opaque to callers; ``repr`` keeps the float score exact."""
+    text = f"{position[0]!r} {position[1]}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, letter_id = text.split(" ", 1)
+        return float(score), letter_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor(f"cursor {cursor!r} is not one this bus handed out") from None
+
+
 class DeadLetterQueue:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
@@ -59,6 +120,59 @@ class DeadLetterQueue:
             if _matches(letter, workspace_id, event_type, handler, guild, older_than)
         ]
         return found if limit is None else found[:limit]
+
+    def page(
+        self, where: LetterFilter | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        """Oldest first, ``limit`` letters at most, resuming after ``cursor``."""
+        where = where or LetterFilter()
+        if limit < 1:
+            raise BusError(f"limit must be at least 1, got {limit}")
+        after = None if cursor is None else decode_cursor(cursor)
+        stop = None
+        if where.older_than is not None:
+            stop = (utcnow() - where.older_than).timestamp() + INDEX_SLACK_SECONDS
+        batch = SCAN_BATCH if where.narrows else limit
+        found: list[DeadLetter] = []
+        scanned = 0
+        while scanned < SCAN_BUDGET:
+            rows = self._bus.store.dlq_page(after, batch)
+            if not rows:
+                return Page(found, None)
+            for position, letter in rows:
+                if stop is not None and position[0] > stop:
+                    return Page(found, None)
+                after = position
+                if where.matches(letter):
+                    found.append(letter)
+                    if len(found) == limit:
+                        return Page(found, encode_cursor(position))
+            scanned += len(rows)
+        assert after is not None
+        return Page(found, encode_cursor(after))
+
+    def matching(self, where: LetterFilter | None = None) -> Iterator[DeadLetter]:
+        """Every matching letter, oldest first, read a bounded batch at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.page(where, cursor=cursor, limit=SCAN_BATCH)
+            yield from page.letters
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def replay_matching(self, where: LetterFilter | None = None) -> builtins.list[str]:
+        """Replay every matching letter once; returns their ids. A replay that
+        fails again re-enters the queue behind the walk and is not replayed a
+        second time; letters holding a malformed message are skipped."""
+        replayed: list[str] = []
+        seen: set[str] = set()
+        for letter in self.matching(where):
+            if letter.id in seen or letter.envelope is None:
+                continue
+            seen.add(letter.id)
+            replayed.append(self.replay(letter.id))
+        return replayed
 
     def get(self, letter_id: str) -> DeadLetter:
         letter = self._bus.store.dlq_get(letter_id)
@@ -108,16 +222,14 @@ class DeadLetterQueue:
         )
         if letter_ids is None and not filtered and not everything:
             raise BusError("purge needs letter ids, a filter, or everything=True")
-        ids = set(letter_ids or ())
+        removed = self._bus.store.dlq_remove(set(letter_ids or ()))
         if filtered or everything:
-            ids.update(
-                letter.id
-                for letter in self.list(
-                    workspace_id=workspace_id,
-                    event_type=event_type,
-                    handler=handler,
-                    guild=guild,
-                    older_than=older_than,
-                )
-            )
-        return self._bus.store.dlq_remove(ids)
+            where = LetterFilter(workspace_id, event_type, handler, guild, older_than)
+            batch: list[str] = []
+            for letter in self.matching(where):
+                batch.append(letter.id)
+                if len(batch) == SCAN_BATCH:
+                    removed += self._bus.store.dlq_remove(batch)
+                    batch = []
+            removed += self._bus.store.dlq_remove(batch)
+        return removed

@@ -90,3 +90,7 @@ class DeadLetterNotFound(BusError, LookupError):
 
 class HandlerError(BusError):
     """A handler registration is invalid (duplicate name, bad signature)."""
+
+
+class InvalidCursor(BusError, ValueError):
+    """A dead-letter page cursor that this bus did not hand out (or was altered)."""

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from raptorflow_bus.deadletter import DeadLetter
-from raptorflow_bus.store import Counts
+from raptorflow_bus.store import Counts, Position
 
 
 class MemoryStore:
@@ -17,6 +17,7 @@ class MemoryStore:
         self._done: dict[str, float] = {}
         self._counters: Counter[tuple[str, str]] = Counter()
         self._dlq: dict[str, DeadLetter] = {}
+        self._positions: dict[str, Position] = {}
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
         with self._lock:
@@ -42,10 +43,16 @@ class MemoryStore:
         with self._lock:
             self._dlq.pop(letter.id, None)
             self._dlq[letter.id] = letter
+            # Strictly increasing, so position order is the dict's insertion
+            # order that eviction and ``dlq_all`` follow.
+            last = max((p[0] for p in self._positions.values()), default=0.0)
+            self._positions.pop(letter.id, None)
+            self._positions[letter.id] = (max(time.time(), last + 1e-6), letter.id)
             evicted = []
             while len(self._dlq) > capacity:
                 oldest = next(iter(self._dlq))
                 del self._dlq[oldest]
+                del self._positions[oldest]
                 evicted.append(oldest)
             if evicted:
                 self._counters[("dlq", "evicted")] += len(evicted)
@@ -59,9 +66,18 @@ class MemoryStore:
         with self._lock:
             return list(self._dlq.values())
 
+    def dlq_page(self, after: Position | None, count: int) -> list[tuple[Position, DeadLetter]]:
+        with self._lock:
+            later = sorted(p for p in self._positions.values() if after is None or p > after)
+            return [(p, self._dlq[p[1]]) for p in later[:count]]
+
     def dlq_remove(self, letter_ids: Iterable[str]) -> int:
         with self._lock:
-            return sum(self._dlq.pop(i, None) is not None for i in letter_ids)
+            removed = 0
+            for letter_id in letter_ids:
+                self._positions.pop(letter_id, None)
+                removed += self._dlq.pop(letter_id, None) is not None
+            return removed
 
     def dlq_count(self) -> int:
         with self._lock:
@@ -72,3 +88,4 @@ class MemoryStore:
             self._done.clear()
             self._counters.clear()
             self._dlq.clear()
+            self._positions.clear()

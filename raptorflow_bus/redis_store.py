@@ -12,7 +12,7 @@ import redis
 from raptorflow_bus import keys, scripts
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.replica_acks import ReplicaAcks
-from raptorflow_bus.store import Counts
+from raptorflow_bus.store import Counts, Position
 
 PREFIX = keys.PREFIX
 METRICS_KEY = keys.METRICS
@@ -113,6 +113,42 @@ class RedisStore:
             return []
         raws = self.client.hmget(DLQ_ENTRIES_KEY, ids)
         return [DeadLetter.model_validate_json(r) for r in raws if r is not None]
+
+    def dlq_page(self, after: Position | None, count: int) -> list[tuple[Position, DeadLetter]]:
+        """ZRANGEBYSCORE from the cursor's score, then one HMGET per batch.
+
+        Each batch resumes from the last position read rather than an offset,
+        so letters removed meanwhile cannot shift a live one out of the walk.
+        Letters sharing the cursor's score sort by id (Redis's tie order) and
+        those up to the cursor come first in a batch and are skipped; a letter
+        removed between the two reads is left out."""
+        found: list[tuple[Position, DeadLetter]] = []
+        cursor = after
+        while len(found) < count:
+            fresh = self._positions_after(cursor, count - len(found))
+            if not fresh:
+                break
+            cursor = fresh[-1]
+            raws = self.client.hmget(DLQ_ENTRIES_KEY, [letter_id for _, letter_id in fresh])
+            found.extend(
+                (position, DeadLetter.model_validate_json(raw))
+                for position, raw in zip(fresh, raws, strict=True)
+                if raw is not None
+            )
+        return found
+
+    def _positions_after(self, cursor: Position | None, count: int) -> list[Position]:
+        low = "-inf" if cursor is None else repr(cursor[0])
+        num = count
+        while True:
+            rows: list[tuple[bytes, float]] = self.client.zrangebyscore(
+                DLQ_INDEX_KEY, low, "+inf", start=0, num=num, withscores=True
+            )
+            positions = [(float(score), member.decode()) for member, score in rows]
+            fresh = [p for p in positions if cursor is None or p > cursor]
+            if fresh or len(rows) < num:
+                return fresh[:count]
+            num *= 2  # every row was a tie at or before the cursor: read further
 
     def dlq_remove(self, letter_ids: Iterable[str]) -> int:
         ids = list(letter_ids)

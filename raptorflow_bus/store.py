@@ -12,6 +12,9 @@ from typing import Protocol
 from raptorflow_bus.deadletter import DeadLetter
 
 Counts = Mapping[tuple[str, str], int]
+# A dead letter's place in the queue: (when it was stored, in unix seconds; its
+# id). Letters are ordered by it, oldest first, and a page resumes after one.
+Position = tuple[float, str]
 
 
 class Store(Protocol):
@@ -36,6 +39,13 @@ class Store(Protocol):
 
     def dlq_all(self) -> list[DeadLetter]:
         """Oldest first."""
+        ...
+
+    def dlq_page(self, after: Position | None, count: int) -> list[tuple[Position, DeadLetter]]:
+        """Up to ``count`` letters positioned strictly after ``after``, oldest
+        first, each with its position: a bounded read, so a caller can walk a
+        queue of 50,000 letters without holding it all. Letters stored or
+        replaced after ``after`` was read come later in the walk."""
         ...
 
     def dlq_remove(self, letter_ids: Iterable[str]) -> int: ...

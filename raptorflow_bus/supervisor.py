@@ -8,15 +8,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType
 
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.embedded import EmbeddedRedis
+from raptorflow_bus.errors import ConfigurationError
 from raptorflow_bus.settings import Settings, mask_url
 
 logger = logging.getLogger("bus")
@@ -95,6 +98,33 @@ def wait_for_workers(
     return False
 
 
+API_TOKENS_ENV = "RAPTORFLOW_API_TOKENS"
+
+
+def api_app_dir() -> Path:
+    """Where ``examples/api.py`` is: the current directory, else the checkout
+    this package runs from (an editable install)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (root / "examples" / "api.py").is_file():
+            return root
+    raise ConfigurationError("raptorbus up --api needs examples/api.py: run it from the repository")
+
+
+def api_child(args: argparse.Namespace, env: dict[str, str]) -> Child:
+    """The example API under uvicorn, with an operator token if none is set
+    (printed once, as Flower's generated login is)."""
+    api_env = dict(env)
+    if not api_env.get(API_TOKENS_ENV):
+        token = secrets.token_urlsafe(24)
+        api_env[API_TOKENS_ENV] = f"{token}=*"
+        print(f"[up] API operator token (generated, shown once): {token}", flush=True)
+    argv = [
+        *(sys.executable, "-m", "uvicorn", "examples.api:create_app", "--factory"),
+        *("--app-dir", str(api_app_dir()), "--host", args.api_host, "--port", str(args.api_port)),
+    ]
+    return Child("api", argv, api_env)
+
+
 def run_up(args: argparse.Namespace) -> int:
     from raptorflow_bus.cli import flower_auth
 
@@ -129,6 +159,9 @@ def run_up(args: argparse.Namespace) -> int:
         flower_env = {**env, "FLOWER_BASIC_AUTH": flower_auth()}
         argv = [sys.executable, "-m", "raptorflow_bus.cli", "flower", f"--port={args.flower_port}"]
         children.append(Child("flower", argv, flower_env))
+    if getattr(args, "api", False):
+        children.append(api_child(args, env))
+        print(f"[up] API at http://{args.api_host}:{args.api_port}", flush=True)
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:

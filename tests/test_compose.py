@@ -1,5 +1,6 @@
 """There is no Docker here, so docker-compose.yml is checked as data: every
-command is a valid raptorbus invocation, every variable is one the code reads,
+command is a valid raptorbus invocation (the api service: uvicorn on the
+example app, built by its factory), every variable is one the code reads,
 and every consumer of routing.py has a worker."""
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 import routing
+from examples import api
 from raptorflow_bus.cli import build_parser
 from raptorflow_bus.settings import ENV_VARS
 
@@ -18,9 +20,12 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 BUS_SERVICES = {
     name: s for name, s in SERVICES.items() if s.get("image") == "raptorflow-bus:latest"
 }
+# The one service of the image that is not a raptorbus command.
+API = "api"
+CLI_SERVICES = sorted(set(BUS_SERVICES) - {API})
 
 
-@pytest.mark.parametrize("name", sorted(BUS_SERVICES))
+@pytest.mark.parametrize("name", CLI_SERVICES)
 def test_each_service_runs_a_valid_raptorbus_command_from_the_repo_image(name: str) -> None:
     service = BUS_SERVICES[name]
     command = service["command"]
@@ -32,12 +37,30 @@ def test_each_service_runs_a_valid_raptorbus_command_from_the_repo_image(name: s
 
 @pytest.mark.parametrize("name", sorted(BUS_SERVICES))
 def test_each_environment_variable_is_one_the_code_reads(name: str) -> None:
-    assert set(BUS_SERVICES[name]["environment"]) <= ENV_VARS
+    assert set(BUS_SERVICES[name]["environment"]) <= ENV_VARS | api.ENV_VARS
     assert "REDIS_URL" in BUS_SERVICES[name]["environment"]
 
 
+def test_the_api_service_runs_the_example_app_under_uvicorn_with_required_tokens() -> None:
+    service = BUS_SERVICES[API]
+    command = service["command"]
+    assert command[:3] == ["uvicorn", "examples.api:create_app", "--factory"]
+    module, factory = command[1].split(":")
+    assert (ROOT / (module.replace(".", "/") + ".py")).exists()
+    assert callable(getattr(api, factory))
+    port = command[command.index("--port") + 1]
+    assert f"{port}:{port}" in service["ports"]
+    assert service["environment"][api.TOKENS_ENV].startswith(f"${{{api.TOKENS_ENV}:?")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY examples ./examples" in dockerfile and ".[fastapi]" in dockerfile
+
+
 def test_every_consumer_of_routing_py_has_exactly_one_worker() -> None:
-    workers = [s["command"][2] for s in BUS_SERVICES.values() if s["command"][1] == "worker"]
+    workers = [
+        s["command"][2]
+        for name, s in BUS_SERVICES.items()
+        if name != API and s["command"][1] == "worker"
+    ]
     assert sorted(workers) == sorted(c.name for c in routing.CONSUMERS)
 
 
