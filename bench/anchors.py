@@ -17,6 +17,7 @@ every anchor moves the same bytes."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -28,18 +29,30 @@ from bench.sides import EVENT, SIGNAL, WORKSPACE, CelerySide
 from raptorflow_bus import Bus
 
 ANCHOR_QUEUES = ("anchor.a", "anchor.b")
+WARM_CALLS = 10
 
 
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
-def timed(n: int, send: Callable[[], object]) -> float:
-    """Events per second of ``n`` calls of ``send``."""
-    start = time.perf_counter()
-    for _ in range(n):
+def timed(
+    n: int, send: Callable[[], object], *, warm: int = WARM_CALLS, budget: float | None = None
+) -> float:
+    """Events per second of ``n`` calls of ``send``, after ``warm`` untimed ones
+    (connections, script loads); stops early once ``budget`` seconds passed, so
+    a slow anchor does not hold the run up."""
+    for _ in range(warm):
         send()
-    return rate(n, time.perf_counter() - start)
+    start = time.perf_counter()
+    deadline = start + budget if budget is not None else math.inf
+    done = 0
+    while done < n:
+        send()
+        done += 1
+        if done % 16 == 0 and time.perf_counter() > deadline:
+            break
+    return rate(done, time.perf_counter() - start)
 
 
 def body_of(bus: Bus) -> str:
@@ -55,7 +68,9 @@ def redis_single(ctx: Context, message: str, n: int) -> float:
         client.close()
 
 
-def redis_fanout(ctx: Context, message: str, n: int, queues: tuple[str, ...]) -> float:
+def redis_fanout(
+    ctx: Context, message: str, n: int, queues: tuple[str, ...], budget: float | None = None
+) -> float:
     """One round trip per event, one LPUSH per queue in it."""
     client = redis.Redis.from_url(ctx.url)
 
@@ -66,7 +81,7 @@ def redis_fanout(ctx: Context, message: str, n: int, queues: tuple[str, ...]) ->
         pipe.execute()
 
     try:
-        return timed(n, send)
+        return timed(n, send, budget=budget)
     finally:
         client.close()
 
@@ -84,12 +99,14 @@ def redis_batches(ctx: Context, message: str, n: int, batch: int) -> float:
         pipe.execute()
 
     try:
-        return batch * timed(rounds, send)
+        return batch * timed(rounds, send, warm=1)
     finally:
         client.close()
 
 
-def kombu_topic_publish(ctx: Context, bus: Bus, body: str, n: int) -> float:
+def kombu_topic_publish(
+    ctx: Context, bus: Bus, body: str, n: int, budget: float | None = None
+) -> float:
     """Stock Kombu on the bus's exchange: it reads the binding table the bus
     declared and pushes one copy to each queue bound to the routing key."""
     routing_key = bus.prepare(EVENT, SIGNAL, workspace_id=WORKSPACE)[0].routing_key
@@ -102,13 +119,13 @@ def kombu_topic_publish(ctx: Context, bus: Bus, body: str, n: int) -> float:
             lambda: producer.publish(
                 body, routing_key=routing_key, content_type="application/json"
             ),
+            budget=budget,
         )
 
 
 def celery_apply_async(ctx: Context, n: int) -> float:
     side = CelerySide(ctx)
     try:
-        side.send(0)  # declares the queue, connects the producer pool
         return timed(n, lambda: side.send(0))
     finally:
         side.close()

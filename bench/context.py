@@ -58,7 +58,7 @@ class Sizes:
             batch=1000,
             concurrency=(1, 10, 100),
             latency_samples=max(50, min(500, n // 10)),
-            rate_seconds=6.0,
+            rate_seconds=5.0,
             fanout_events=max(100, n // 3),
             fanout_widths=(1, 2, 5, 10, 50),
             work_events=max(100, n // 3),

@@ -5,20 +5,26 @@ queues and the floor of K LPUSHes pipelined in one round trip (redis-py).
 
 Kombu's cost grows with K because it reads the binding table and pushes one
 copy per round trip of its pipeline; the bus's grows because its script checks
-every priority list of every queue before it pushes (all or nothing). Each
-width empties the broker first."""
+every priority list of every queue before it pushes (all or nothing). The
+three take turns for ``rounds`` rounds (median kept), each on an emptied
+broker, each for at most ``BUDGET`` seconds."""
 
 from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
 
 from bench import anchors
 from bench.context import Context
 from bench.sides import EVENT, SIGNAL, WORKSPACE, new_bus
-from raptorflow_bus import Topology
+from raptorflow_bus import Bus, Topology
 from raptorflow_bus.topology import Channel, Consumer
 from raptorflow_bus.transport import kombu_message
 
 SECTION = "fanout"
 UNLIMITED = 10**9
+# Seconds one measurement may take: Kombu publishes a few dozen events/s to 50 queues.
+BUDGET = 2.0
 
 
 def to(width: int) -> str:
@@ -39,29 +45,42 @@ def topology(width: int) -> Topology:
 
 def run(ctx: Context) -> None:
     res = ctx.results
-    n = ctx.sizes.fanout_events
-    key = f"{SECTION}/"
+    rounds = ctx.sizes.rounds
+    n = max(10, ctx.sizes.fanout_events // rounds)
+    samples: dict[str, list[float]] = {}
     for width in ctx.sizes.fanout_widths:
         ctx.fresh()
         bus = new_bus(ctx, topology(width))
+        queues = tuple(bus.topology.event_queue(c) for c in bus.topology.consumers)
+        body = anchors.body_of(bus)
+        message = kombu_message(body, queues[0], 6)
+
+        def emit(bus: Bus = bus) -> None:
+            bus.emit(EVENT, SIGNAL, workspace_id=WORKSPACE)
+
+        floor = f"redis-py {width}x LPUSH {to(width)}"
+        measures: dict[str, Callable[[], float]] = {
+            f"bus emit {to(width)}": lambda emit=emit: anchors.timed(n, emit, budget=BUDGET),
+            f"kombu publish {to(width)}": lambda bus=bus, body=body: anchors.kombu_topic_publish(
+                ctx, bus, body, n, budget=BUDGET
+            ),
+            f"redis-py {width}x LPUSH {to(width)}": lambda q=queues, m=message: (
+                anchors.redis_fanout(ctx, m, n, q, budget=BUDGET)
+            ),
+        }
         try:
-            body = anchors.body_of(bus)
-            message = kombu_message(body, "fan0", 6)
-            bus_rate = anchors.timed(
-                n, lambda bus=bus: bus.emit(EVENT, SIGNAL, workspace_id=WORKSPACE)
-            )
-            ctx.fresh()
-            bus.declare_topology()
-            kombu_rate = anchors.kombu_topic_publish(ctx, bus, body, n)
-            ctx.fresh()
-            queues = tuple(f"fan{i}" for i in range(width))
-            floor = anchors.redis_fanout(ctx, message, n, queues)
+            for _ in range(rounds):
+                for name, measure in measures.items():
+                    ctx.fresh()
+                    bus.declare_topology()
+                    samples.setdefault(name, []).append(measure())
         finally:
             ctx.fresh()
             bus.close()
-        res.add(SECTION, f"bus emit {to(width)}", bus_rate, "events/s")
-        res.add(SECTION, f"kombu publish {to(width)}", kombu_rate, "events/s")
-        res.add(SECTION, f"redis-py {width}x LPUSH {to(width)}", floor, "events/s")
+        for name in measures:
+            res.add(SECTION, name, statistics.median(samples[name]), "events/s")
+    res.detail(SECTION, "rounds (the figure is their median)", samples)
+    key = f"{SECTION}/"
     for width in ctx.sizes.fanout_widths:
         res.ratio(
             SECTION,

@@ -5,9 +5,9 @@ RaptorFlow's own handlers) and Flower, on the bench's broker.
 RSS is summed over the process tree read from /proc (each process's parent
 in ``/proc/<pid>/stat``), so pages shared between a prefork parent and its
 children count once per process; PSS (``smaps_rollup``) shares them out and is
-given beside it. The broker is not part of the tree (the bench runs it); its
-own RSS, from INFO, is shown on its own line. The anchor is one idle plain
-``celery -A bench.plain_app worker -E`` with the same pool and concurrency."""
+given beside it. The broker is not part of the tree (the bench runs it). The
+anchor is one idle plain ``celery -A bench.plain_app worker -E`` with the same
+pool and concurrency."""
 
 from __future__ import annotations
 
@@ -170,12 +170,10 @@ def run(ctx: Context) -> None:
         "MB",
         note=f"{len(plain)} processes",
     )
-    used = ctx.client.info("memory").get("used_memory_rss")
-    res.add(
-        SECTION,
-        "redis-server RSS (broker, not in the stack)",
-        None if used is None else int(used) / MB,
-        "MB",
+    # The broker is not in the stack; its RSS is kept for reference (it holds
+    # what the sections before this one left: a high-water mark, not idle).
+    res.detail(
+        SECTION, "redis-server used_memory_rss", ctx.client.info("memory").get("used_memory_rss")
     )
     res.ratio(
         SECTION,
