@@ -64,9 +64,7 @@ def run(ctx: Context) -> None:
             f"kombu publish {to(width)}": lambda bus=bus, body=body: anchors.kombu_topic_publish(
                 ctx, bus, body, n, budget=BUDGET
             ),
-            f"redis-py {width}x LPUSH {to(width)}": lambda q=queues, m=message: (
-                anchors.redis_fanout(ctx, m, n, q, budget=BUDGET)
-            ),
+            floor: lambda q=queues, m=message: anchors.redis_fanout(ctx, m, n, q, budget=BUDGET),
         }
         try:
             for _ in range(rounds):
