@@ -61,6 +61,7 @@ def burst(ctx: Context, side: Side, n: int, procs: list[Process]) -> tuple[float
     ctx.wait_marks(n, timeout=120 + n / 20, procs=procs, interval=0.1)
     starts = sorted(m.started_ns for m in ctx.read_marks())
     ctx.client.delete(marks.MARKS_KEY)
+    side.check(f"drain burst of {n} on {side.name}")
     after = [s for s in starts if s >= queued]
     seconds = (after[-1] - after[0]) / 1e9 if len(after) > 1 else 0.0
     rate = (len(after) - 1) / seconds if seconds > 0 else float("nan")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from bench import anchors
 from bench.context import Context
-from bench.sides import EVENT, SIGNAL, WORKSPACE, new_bus
+from bench.sides import EVENT, SIGNAL, WORKSPACE, new_bus, spooled, wait_unspooled
 from raptorflow_bus import Bus, Topology
 from raptorflow_bus.topology import Channel, Consumer
 from raptorflow_bus.transport import kombu_message
@@ -71,7 +71,11 @@ def run(ctx: Context) -> None:
                 for name, measure in measures.items():
                     ctx.fresh()
                     bus.declare_topology()
+                    before = spooled(bus)
                     samples.setdefault(name, []).append(measure())
+                    if spooled(bus) != before:
+                        ctx.results.warnings.append(f"fanout {name}: events spooled to the outbox")
+                        wait_unspooled(bus)
         finally:
             ctx.fresh()
             bus.close()

@@ -117,10 +117,12 @@ def run(ctx: Context) -> None:
         for name, (side, _) in sides.items():
             samples = one_at_a_time(ctx, side, ctx.sizes.latency_samples, procs)
             data[name]["one at a time"] = summary(samples)
+            side.check(f"latency one at a time on {name}")
         for fraction in FRACTIONS:
             for name, (side, _) in sides.items():
                 latencies, info = at_rate(ctx, side, fraction * rate, ctx.sizes.rate_seconds, procs)
                 data[name][label(fraction)] = {**summary(latencies), **info}
+                side.check(f"latency {label(fraction)} on {name}")
     key = f"{SECTION}/"
     for run_name in runs:
         for name, side_data in data.items():

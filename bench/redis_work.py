@@ -96,6 +96,7 @@ def measure_side(ctx: Context, side: Side) -> dict[str, Any]:
         side.send(0)
     sent = commandstats(ctx) - before
     out["sent"] = {"events": n, "per_event": sum(sent.values()) / n, "commands": per(sent, n)}
+    side.check(f"redis work on {side.name}")
     return out
 
 

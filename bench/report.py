@@ -62,6 +62,8 @@ class Results:
     ratios: list[Ratio] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # What makes a figure of this run suspect (events that went through the outbox).
+    warnings: list[str] = field(default_factory=list)
 
     def add(
         self,
@@ -139,6 +141,7 @@ def table(results: Results, sections: list[str]) -> str:
             value = "-" if r.value is None else f"{r.value:.2f}x"
             line = f"  {'ratio ' + r.name:44s} {value:>10s} {'':10s} {_mark(r.target, r.value)}"
             lines.append(line.rstrip())
+    lines += [f"WARNING: {w}" for w in results.warnings]
     return "\n".join(lines)
 
 
@@ -163,6 +166,7 @@ def to_json(results: Results, header: dict[str, Any]) -> dict[str, Any]:
         "ratios": ratios,
         "details": results.details,
         "errors": results.errors,
+        "warnings": results.warnings,
     }
 
 
