@@ -14,6 +14,7 @@ load: read the ratios, which compare figures taken minutes apart at most."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import shutil
@@ -113,6 +114,14 @@ def machine(client: redis.Redis[bytes]) -> dict[str, Any]:
     }
 
 
+class DropPerEventSpools(logging.Filter):
+    """The bus logs one warning per spooled event; a run that spools thousands
+    would bury the table. The bench counts and reports them itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("spooled event")
+
+
 def run_bench(
     *,
     events: int | None = None,
@@ -139,6 +148,8 @@ def run_bench(
     started = time.time()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = Path(json_path) if json_path else Path("artifacts") / f"bench-{stamp}.json"
+    spool_filter = DropPerEventSpools()
+    logging.getLogger("bus").addFilter(spool_filter)
     home = Path(tempfile.mkdtemp(prefix="raptorbus-bench-"))
     url = broker_url_from_env(os.environ)
     embedded = None
@@ -182,6 +193,7 @@ def run_bench(
         if embedded is not None:
             embedded.release()
         shutil.rmtree(home, ignore_errors=True)
+        logging.getLogger("bus").removeFilter(spool_filter)
 
 
 def report(
