@@ -4,7 +4,7 @@ plain Celery with the same pool and concurrency.
 The workers of one pool setting run side by side (``raptorbus worker
 research`` and ``celery -A bench.plain_app worker -E``, and for solo also plain
 Celery on the bus's transport, which separates the cost of the atomic pop from
-the cost of the event hop), each warmed up by one event. Then, for ``rounds``
+the cost of the event hop), each warmed up by ``WARM_UP_EVENTS`` events. Then, for ``rounds``
 rounds, each side in turn gets a burst of events queued as fast as its
 producer goes (``emit_many``; pipelined task messages for Celery), and the
 rate is taken between the handler-start stamps (``bench.marks``) of the runs
