@@ -475,6 +475,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     return int(run_up(args))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """bench/ lives in the source checkout beside this package, not in the
+    installed distribution: it needs the repository's anchors and handlers."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "run.py").is_file():
+        where = f"no bench/ in {root}"
+        print(f"error: raptorbus bench needs a source checkout: {where}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.path.insert(0, str(root))
+    run = importlib.import_module("bench.run")
+    options = {"events": args.events, "json_path": args.json, "only": args.only}
+    return int(run.run_bench(**options, quick=args.quick, command=sys.argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raptorbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -568,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-host", default="127.0.0.1")
     p.add_argument("--api-port", type=int, default=8000)
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("bench", help="the bus against plain redis-py, Kombu and Celery")
+    p.add_argument("--events", type=int, default=None, metavar="N")
+    p.add_argument("--json", default=None, metavar="PATH", help="results file")
+    p.add_argument("--only", default=None, metavar="SECTIONS", help="e.g. publish,drain")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
