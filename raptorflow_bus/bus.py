@@ -58,6 +58,7 @@ from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.relay import Relay
 from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.settings import Settings, mask_url
+from raptorflow_bus.signing import Signer
 from raptorflow_bus.store import Store
 from raptorflow_bus.topology import Topology
 
@@ -161,6 +162,7 @@ class Bus:
             if self.settings.outbox if outbox is None else outbox:
                 self._relay = Relay(self.outbox, self.breaker, self._connected_publisher)
         self.dlq = DeadLetterQueue(self)
+        self.signer = Signer.parse(self.settings.signing_keys)
         self.broker_url: str | None = None
         self.address: BrokerAddress | None = None
         self.replica_acks = ReplicaAcks(
@@ -490,6 +492,7 @@ class Bus:
             raise InvalidEnvelope(f"invalid envelope for {event_type!r}: {exc}") from exc
         if not envelope.request_id:
             envelope = envelope.model_copy(update={"request_id": envelope.correlation_id})
+        envelope = self.seal(envelope)
         body = envelope.to_json()
         size = len(body.encode())
         if size > self.settings.max_payload_bytes:
@@ -500,6 +503,18 @@ class Bus:
         if not self.topology.consumers_for(envelope.routing_key):
             raise Unroutable(f"no queue is bound to {envelope.routing_key!r}; it would be dropped")
         return envelope, body
+
+    def seal(self, envelope: Envelope) -> Envelope:
+        """``envelope`` signed with the deployment's current key (as is, unsigned,
+        when no keys are configured). Anything that changes an envelope after
+        ``prepare`` (an edit before a replay) must seal it again."""
+        return envelope if self.signer is None else self.signer.seal(envelope)
+
+    def verify(self, envelope: Envelope) -> None:
+        """Raises ``signing.BadSignature`` when keys are configured and no listed
+        key made ``envelope``'s seal (unsigned, unknown key, or tampered)."""
+        if self.signer is not None:
+            self.signer.verify(envelope)
 
     def emit(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
         """Validate, publish to every bound queue (or spool), and return the envelope."""

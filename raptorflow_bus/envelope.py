@@ -40,6 +40,8 @@ class Envelope(BaseModel):
     source_agent_id: str | None = None
     timestamp: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
+    # "<key id>:<hex HMAC-SHA256>" when the deployment signs (raptorflow_bus.signing).
+    signature: str | None = None
 
     @field_validator("timestamp", "expires_at")
     @classmethod

@@ -73,10 +73,12 @@ def run_handler(
         return "duplicate"
 
     try:
+        bus.verify(env)
         payload = bus.catalogue.validate(env.type, env.payload)
     except BusError as exc:
-        # Invalid data cannot become valid by waiting: dead-letter it at once,
-        # and never hand it to the handler.
+        # Invalid data cannot become valid by waiting, nor a forged or tampered
+        # envelope (a task written straight into the handler queue) become
+        # genuine: dead-letter it at once, and never hand it to the handler.
         now = utcnow()
         first = first_failed_at or now.isoformat()
         _dead_letter(bus, spec.task_name, spec.consumer, env, exc, task_id, attempt, first, now)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import BusError
+from raptorflow_bus.signing import BadSignature
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -55,6 +56,10 @@ def accept(bus: Bus, data: Any, delivery_info: Mapping[str, Any] | None) -> Enve
         envelope = Envelope.model_validate(data)
     except (ValidationError, TypeError, ValueError) as exc:
         raise Rejected(str(exc), type(exc).__name__) from exc
+    try:
+        bus.verify(envelope)
+    except BadSignature as exc:
+        raise Rejected(str(exc), exc.kind, envelope) from exc
     if envelope.type not in bus.catalogue:
         raise Rejected(f"unknown event type {envelope.type!r}", "UnknownEventType", envelope)
     try:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from raptorflow_bus.broker_address import BrokerAddress
 from raptorflow_bus.errors import ConfigurationError
+from raptorflow_bus.signing import Signer
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 # WAIT's timeout must leave room inside the emit path's 1.5 s read timeout, so
@@ -44,6 +45,7 @@ ENV_VARS = frozenset(
         "RAPTORBUS_REPLICA_ACK_TIMEOUT_SECONDS",
         "RAPTORBUS_METRICS_PER_WORKSPACE",
         "RAPTORBUS_HEALTH_EVENT_SECONDS",
+        "RAPTORBUS_SIGNING_KEYS",
         "FLOWER_BASIC_AUTH",
     }
 )
@@ -181,6 +183,8 @@ class Settings:
     metrics_per_workspace: bool = False
     # How often each worker emits ``bus.health``; 0 turns it off.
     health_event_seconds: float = DEFAULT_HEALTH_EVENT_SECONDS
+    # "id:secret,..." (first signs, all verify); set, every envelope must carry a seal.
+    signing_keys: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         """Bad broker settings fail here, when the process starts, not at the first emit."""
@@ -190,6 +194,7 @@ class Settings:
             raise ConfigurationError(
                 "RAPTORBUS_SENTINEL_MASTER is set but no sentinel:// broker URL is"
             )
+        Signer.parse(self.signing_keys)
         if self.min_replica_acks < 0:
             raise ConfigurationError(
                 f"min_replica_acks must be 0 or more, got {self.min_replica_acks}"
@@ -237,6 +242,7 @@ class Settings:
                 default=False,
             ),
             health_event_seconds=_seconds_or_off(env, "RAPTORBUS_HEALTH_EVENT_SECONDS"),
+            signing_keys=env.get("RAPTORBUS_SIGNING_KEYS", ""),
             appendfsync=_appendfsync(env),
             outbox=_switch("RAPTORBUS_OUTBOX", env.get("RAPTORBUS_OUTBOX"), default=True),
             broker_url=broker_url_from_env(env),
