@@ -33,6 +33,7 @@ span whenever that span belongs to the same trace."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -57,9 +58,12 @@ TRACE_KEYS = ("traceparent", "tracestate")
 
 
 class _Api(NamedTuple):
+    trace: Any
     get_tracer_provider: Callable[[], TracerProvider]
+    get_current_span: Callable[[], Span]
     inert: tuple[type, ...]
     propagator: TextMapPropagator
+    provider_from_env: bool
 
 
 @functools.cache
@@ -70,7 +74,11 @@ def _api() -> _Api | None:
     except ImportError:
         return None
     inert = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-    return _Api(trace.get_tracer_provider, inert, TraceContextTextMapPropagator())
+    propagator = TraceContextTextMapPropagator()
+    from_env = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+    return _Api(
+        trace, trace.get_tracer_provider, trace.get_current_span, inert, propagator, from_env
+    )
 
 
 class _State:
@@ -93,7 +101,15 @@ def _tracer() -> Tracer | None:
     api = _api()
     if api is None:
         return None
-    provider = _state.provider or api.get_tracer_provider()
+    provider = _state.provider
+    if provider is None:
+        # get_tracer_provider() looks the environment up each time nothing is
+        # set, a third of an eager emit's whole cost of tracing; OpenTelemetry's
+        # own global says "nothing set" for a fraction of that. Should that
+        # private name go, the public call is made every time.
+        if getattr(api.trace, "_TRACER_PROVIDER", ...) is None and not api.provider_from_env:
+            return None
+        provider = api.get_tracer_provider()
     if isinstance(provider, api.inert):
         return None
     cached = _state.tracer
@@ -103,10 +119,14 @@ def _tracer() -> Tracer | None:
 
 
 def _inject() -> dict[str, str] | None:
-    from opentelemetry import trace
+    """The current span's W3C context, when tracing is on and a span is current.
 
+    The span is looked at first: with tracing off none is current, and that
+    check costs a third of asking OpenTelemetry for its tracer provider."""
     api = _api()
-    if api is None or not trace.get_current_span().get_span_context().is_valid:
+    if api is None or not api.get_current_span().get_span_context().is_valid:
+        return None
+    if _tracer() is None:
         return None
     carrier: dict[str, str] = {}
     api.propagator.inject(carrier)
@@ -115,18 +135,18 @@ def _inject() -> dict[str, str] | None:
 
 def carrier() -> dict[str, str] | None:
     """The current span's W3C context for a new envelope, or None (tracing off)."""
-    return None if _tracer() is None else _inject()
+    return _inject()
 
 
 def task_headers(headers: dict[str, Any]) -> dict[str, Any]:
     """A handler task message's ``headers``, plus the current span's W3C context."""
-    context = None if _tracer() is None else _inject()
+    context = _inject()
     return headers if context is None else {**headers, **context}
 
 
 def apply_options() -> dict[str, Any]:
     """``apply_async`` options for a handler task: the current span's W3C context."""
-    context = None if _tracer() is None else _inject()
+    context = _inject()
     return {} if context is None else {"headers": context}
 
 

@@ -270,6 +270,43 @@ def test_the_bus_works_without_opentelemetry_installed() -> None:
     assert done.stdout.split("\n")[-2] == "2 4 1 None []"
 
 
+def test_a_global_tracer_provider_set_after_the_first_emit_is_picked_up() -> None:
+    script = textwrap.dedent(
+        """
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from raptorflow_bus.testing import eager_bus
+        from tests.payloads import VALID
+
+        with eager_bus() as bus:
+            before = bus.emit("signal.detected", VALID["signal.detected"], workspace_id="ws-1")
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+            after = bus.emit("signal.detected", VALID["signal.detected"], workspace_id="ws-1")
+        names = sorted({s.name for s in exporter.get_finished_spans()})
+        print(json.dumps([before.trace_context, after.trace_context is not None, names]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.split("\n")[-2]) == [
+        None,
+        True,
+        [
+            "raptorbus.dispatch council",
+            "raptorbus.dispatch research",
+            "raptorbus.emit signal.detected",
+        ],
+    ]
+
+
 def test_celery_instrumentor_spans_join_the_same_trace(exporter: InMemorySpanExporter) -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
