@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from raptorflow_bus import keys
+from raptorflow_bus import keys, tracing
 from raptorflow_bus.backoff import Backoff
 from raptorflow_bus.bindings import Redeclare
 from raptorflow_bus.breaker import Breaker
@@ -487,6 +487,7 @@ class Bus:
                 causation_id=causation_id or (current.id if current else None),
                 source_agent_id=source_agent_id,
                 expires_at=expires_at,
+                trace_context=tracing.carrier(),
             )
         except ValueError as exc:
             raise InvalidEnvelope(f"invalid envelope for {event_type!r}: {exc}") from exc
@@ -520,6 +521,7 @@ class Bus:
         """Validate, publish to every bound queue (or spool), and return the envelope."""
         return self.send(event_type, payload, **options).envelope
 
+    @tracing.traced_send
     def send(self, event_type: str, payload: Any = None, **options: Any) -> Sent:
         """``emit`` that also says whether the event was spooled to the outbox.
 
@@ -533,6 +535,7 @@ class Bus:
         """All-or-nothing: every event is validated before any is published."""
         return self.send_many(events, **common).envelopes
 
+    @tracing.traced_send_many
     def send_many(self, events: Iterable[EventItem], **common: Any) -> SentBatch:
         """``emit_many`` that also says whether the batch was spooled (all or none is)."""
         prepared = []

@@ -17,6 +17,7 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from raptorflow_bus import tracing
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.topology import PRIORITY_VALUES, priority_list
 from raptorflow_bus.transport import kombu_message, wake
@@ -65,9 +66,11 @@ def task_message(
         kwargsrepr=kwargsrepr,
     )
     body = json.dumps([[], {"envelope": data}, EMBED], separators=(",", ":"))
-    return kombu_message(body, queue, priority, message.headers, message.properties)
+    headers = tracing.task_headers(message.headers)
+    return kombu_message(body, queue, priority, headers, message.properties)
 
 
+@tracing.traced_dispatch
 def dispatch(
     bus: Bus,
     envelope: Envelope,
@@ -83,7 +86,9 @@ def dispatch(
     if bus.eager:
         for spec in specs:
             bus.app.tasks[spec.task_name].apply_async(
-                kwargs={"envelope": data}, task_id=handler_task_id(envelope.id, spec.task_name)
+                kwargs={"envelope": data},
+                task_id=handler_task_id(envelope.id, spec.task_name),
+                **tracing.apply_options(),
             )
         return len(specs)
     raw = raw if raw is not None else json.dumps(data, separators=(",", ":"))

@@ -22,9 +22,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+TRACE_CONTEXT_KEYS = frozenset({"traceparent", "tracestate"})
+TRACE_VALUE_LIMIT = 512
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Envelope(BaseModel):
     """An emitted event. ``request_id`` is the API doc's name for the correlation id;
-    both are kept so consumers written against either name see the same value."""
+    both are kept so consumers written against either name see the same value.
+
+    ``trace_context`` is the W3C trace context of the emit (``tracing``). It is
+    optional and left out of the JSON when absent, so an envelope from a bus
+    without tracing is byte-for-byte what it was before the field existed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -40,8 +52,9 @@ class Envelope(BaseModel):
     source_agent_id: str | None = None
     timestamp: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
+    trace_context: dict[str, str] | None = Field(default=None, exclude_if=_absent)
     # "<key id>:<hex HMAC-SHA256>" when the deployment signs (raptorflow_bus.signing).
-    signature: str | None = None
+    signature: str | None = Field(default=None, exclude_if=_absent)
 
     @field_validator("timestamp", "expires_at")
     @classmethod
@@ -51,6 +64,17 @@ class Envelope(BaseModel):
         if value.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware (UTC)")
         return value.astimezone(UTC)
+
+    @field_validator("trace_context")
+    @classmethod
+    def _w3c_only(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if not set(value) <= TRACE_CONTEXT_KEYS:
+            raise ValueError("trace_context holds only 'traceparent' and 'tracestate'")
+        if any(len(v) > TRACE_VALUE_LIMIT for v in value.values()):
+            raise ValueError(f"trace_context values are at most {TRACE_VALUE_LIMIT} characters")
+        return value
 
     @field_serializer("timestamp", "expires_at")
     def _iso(self, value: datetime | None) -> str | None:

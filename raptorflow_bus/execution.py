@@ -14,6 +14,7 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
+from raptorflow_bus import tracing
 from raptorflow_bus.context import handling
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.envelope import Envelope, utcnow
@@ -35,6 +36,7 @@ class HandlerTask(Task):  # type: ignore[type-arg]
     typing = False
 
 
+@tracing.traced_handler
 def run_handler(
     task: HandlerTask,
     envelope: dict[str, Any],
@@ -168,7 +170,8 @@ def _dead_letter(
         replays=(previous.replays + 1) if previous else 0,
     )
     try:
-        evicted = bus.store.dlq_put(letter, bus.topology.dlq_capacity)
+        with tracing.dead_letter_span(letter):
+            evicted = bus.store.dlq_put(letter, bus.topology.dlq_capacity)
     except BrokerUnavailable as unstored:
         # Acking the task now would leave the failure in no queue and in no
         # confirmed dead letter; back in its queue it fails and is dead-lettered

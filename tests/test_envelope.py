@@ -50,3 +50,23 @@ def test_each_envelope_gets_its_own_uuid4_id_and_routing_key() -> None:
     a, b = make(), make()
     assert a.id != b.id and len(a.id) == 36 and a.id[14] == "4"
     assert a.routing_key == "raptorflow.events.signal.detected"
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_an_envelope_without_trace_context_is_what_it_was_before_the_field_existed() -> None:
+    old = make().to_json()
+    assert "trace_context" not in old
+    assert Envelope.from_json(old).trace_context is None
+
+
+def test_trace_context_round_trips_and_holds_only_the_w3c_fields() -> None:
+    context = {"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"}
+    env = make(trace_context=context)
+    assert Envelope.from_json(env.to_json()) == env
+    assert env.model_dump(mode="json")["trace_context"] == context
+    with pytest.raises(ValidationError, match="only 'traceparent' and 'tracestate'"):
+        make(trace_context={"traceparent": TRACEPARENT, "baggage": "k=v"})
+    with pytest.raises(ValidationError, match="at most 512"):
+        make(trace_context={"traceparent": TRACEPARENT, "tracestate": "x" * 513})
