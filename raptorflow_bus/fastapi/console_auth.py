@@ -12,7 +12,7 @@ store to keep in step.
 Every form that changes something carries a CSRF token in a hidden field,
 derived from the session's token with HMAC (unguessable without it, the same
 in every process of the app) and compared in constant time on each POST; a
-POST whose ``Origin`` is another site's is refused as well."""
+POST whose ``Origin`` names another site is refused as well."""
 
 from __future__ import annotations
 
@@ -89,7 +89,9 @@ async def form_of(request: Request) -> dict[str, str]:
 def check_post(request: Request, session: Session, form: dict[str, str]) -> None:
     """Refuse a POST not made from a console page of this session."""
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    # "null" is what a browser sends when it will not say (a no-referrer policy
+    # somewhere on the way); the CSRF token below still has to match.
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
         raise Forbidden(f"a form posted from {origin} is refused")
     if not hmac.compare_digest(form.get(CSRF_FIELD, ""), session.csrf):
         raise Forbidden("this form is stale or was not sent from the console; reload the page")
