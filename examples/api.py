@@ -1,7 +1,8 @@
 """A small RaptorFlow API on the bus: start an agent run, activate and pause a
 campaign, and set off the compliance failure that the Guardian guild
 dead-letters on purpose. Every route emits real events; the bus's own routes
-(``/events``, ``/bus/health``, ``/bus/metrics``, ``/bus/dlq``) come with it.
+(``/events``, ``/bus/health``, ``/bus/metrics``, ``/bus/dlq``) come with it,
+and the DLQ console at ``/bus/console`` (log in with the same token).
 
     RAPTORFLOW_API_TOKENS="tok-a=ws-a,tok-ops=*" \\
         uvicorn examples.api:create_app --factory --port 8000
@@ -13,6 +14,7 @@ once. It is the docker-compose ``api`` service and ``raptorbus up --api``."""
 
 # No ``from __future__ import annotations``: FastAPI reads the routes'
 # annotations at runtime, and their dependencies are local to ``create_app``.
+import hashlib
 import os
 import secrets
 import sys
@@ -53,8 +55,15 @@ def parse_tokens(text: str) -> dict[str, Principal]:
         token, sep, workspace = pair.partition("=")
         if not sep or not token or not workspace:
             raise ConfigurationError(f"{TOKENS_ENV} takes token=workspace pairs, got {pair!r}")
-        tokens[token] = Principal(workspace=None if workspace == OPERATOR else workspace)
+        tokens[token] = Principal(
+            workspace=None if workspace == OPERATOR else workspace, name=token_name(token)
+        )
     return tokens
+
+
+def token_name(token: str) -> str:
+    """Who the console's audit trail names for a token, without the secret."""
+    return "token " + hashlib.sha256(token.encode()).hexdigest()[:10]
 
 
 def tokens_from_env() -> dict[str, Principal]:
@@ -63,7 +72,7 @@ def tokens_from_env() -> dict[str, Principal]:
         return parse_tokens(text)
     token = secrets.token_urlsafe(24)
     print(f"RaptorFlow API operator token (generated, shown once): {token}", file=sys.stderr)
-    return {token: Principal(workspace=None)}
+    return {token: Principal(workspace=None, name=token_name(token))}
 
 
 def bearer_auth(tokens: Mapping[str, Principal]) -> Callable[..., Principal]:
@@ -124,11 +133,12 @@ def create_app(
     strict: bool | None = None,
 ) -> FastAPI:
     """``bus`` None: the process-wide bus from the environment (``REDIS_URL``)."""
-    auth = bearer_auth(tokens if tokens is not None else tokens_from_env())
+    known = tokens if tokens is not None else tokens_from_env()
+    auth = bearer_auth(known)
     app = FastAPI(title="RaptorFlow API", lifespan=bus_lifespan(bus, strict=strict))
     app.add_middleware(BusContextMiddleware)
     install_error_handlers(app)
-    app.include_router(bus_router(provide_bus, auth=auth))
+    app.include_router(bus_router(provide_bus, auth=auth, console=known.get))
     BusDep = Annotated[Bus, Depends(provide_bus)]
     Caller = Annotated[Principal, Depends(auth)]
 

@@ -1,22 +1,34 @@
-"""The dead-letter queue as people use it: look, filter, replay, purge.
+"""The dead-letter queue as people use it: look, filter, replay, purge, by
+letter or by failure group (``dlq_groups``), and fix a payload before a replay.
 
 A replay sends the same handler task (same deterministic id, so a replay that
 races a late original still runs once) with the original envelope and a fresh
-retry budget; the letter leaves the queue only when the handler succeeds."""
+retry budget; the letter leaves the queue only when the handler succeeds.
+
+Every read here is bounded: pages walk the store's indexes a batch at a time,
+so a queue at its 50,000-letter capacity is never loaded whole (``list`` is
+the exception, kept for small queues and scripts)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import builtins
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.deadletter import DeadLetter, Edit
+from raptorflow_bus.dlq_groups import GroupSummary
 from raptorflow_bus.envelope import utcnow
-from raptorflow_bus.errors import BusError, DeadLetterNotFound, HandlerError, InvalidCursor
+from raptorflow_bus.errors import (
+    BusError,
+    DeadLetterNotFound,
+    HandlerError,
+    InvalidCursor,
+    PayloadTooLarge,
+)
 from raptorflow_bus.store import Position
 from raptorflow_bus.topology import PRIORITY_VALUES
 
@@ -51,6 +63,11 @@ SCAN_BUDGET = 5_000
 # A letter's position is the time it was stored, a little after its
 # last_failed_at; ``older_than`` stops the walk only this far past its cutoff.
 INDEX_SLACK_SECONDS = 60.0
+# Groups are few next to letters; a filtered groups page reads this many at most.
+GROUP_SCAN_BATCH = 100
+GROUP_SCAN_BUDGET = 2_000
+
+Reader = Callable[[Position | None, int], list[tuple[Position, DeadLetter]]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,27 @@ class LetterFilter:
             letter, self.workspace_id, self.event_type, self.handler, self.guild, self.older_than
         )
 
+    def matches_group(self, group: GroupSummary) -> bool:
+        """Whether the group may hold matching letters (its workspace scope is
+        the store's: ``dlq_groups`` reads one workspace's share)."""
+        key = group.key
+        if self.handler is not None and self.handler not in (
+            key.handler,
+            key.handler.split(".", 1)[-1],
+        ):
+            return False
+        if self.guild is not None and key.guild != self.guild:
+            return False
+        if self.event_type is not None and self.event_type not in dict(group.event_types):
+            return False
+        return self.older_than is None or group.first_seen <= utcnow() - self.older_than
+
+
+def _unscoped(where: LetterFilter) -> LetterFilter:
+    """``where`` less its workspace, for a walk whose reader already reads one
+    workspace's letters only (a group's per-workspace index)."""
+    return replace(where, workspace_id=None)
+
 
 @dataclass(frozen=True)
 class Page:
@@ -81,6 +119,14 @@ class Page:
     scan budget ran out before the filter found enough."""
 
     letters: list[DeadLetter]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class GroupPage:
+    """Failure groups, last seen first; ``next_cursor`` as for ``Page``."""
+
+    groups: list[GroupSummary]
     next_cursor: str | None
 
 
@@ -125,6 +171,11 @@ class DeadLetterQueue:
         self, where: LetterFilter | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page:
         """Oldest first, ``limit`` letters at most, resuming after ``cursor``."""
+        return self._walk(self._bus.store.dlq_page, where, cursor, limit)
+
+    def _walk(
+        self, read: Reader, where: LetterFilter | None, cursor: str | None, limit: int
+    ) -> Page:
         where = where or LetterFilter()
         if limit < 1:
             raise BusError(f"limit must be at least 1, got {limit}")
@@ -136,7 +187,7 @@ class DeadLetterQueue:
         found: list[DeadLetter] = []
         scanned = 0
         while scanned < SCAN_BUDGET:
-            rows = self._bus.store.dlq_page(after, batch)
+            rows = read(after, batch)
             if not rows:
                 return Page(found, None)
             for position, letter in rows:
@@ -153,9 +204,12 @@ class DeadLetterQueue:
 
     def matching(self, where: LetterFilter | None = None) -> Iterator[DeadLetter]:
         """Every matching letter, oldest first, read a bounded batch at a time."""
+        return self._every(self._bus.store.dlq_page, where)
+
+    def _every(self, read: Reader, where: LetterFilter | None) -> Iterator[DeadLetter]:
         cursor: str | None = None
         while True:
-            page = self.page(where, cursor=cursor, limit=SCAN_BATCH)
+            page = self._walk(read, where, cursor, SCAN_BATCH)
             yield from page.letters
             if page.next_cursor is None:
                 return
@@ -165,14 +219,121 @@ class DeadLetterQueue:
         """Replay every matching letter once; returns their ids. A replay that
         fails again re-enters the queue behind the walk and is not replayed a
         second time; letters holding a malformed message are skipped."""
+        return self._replay_each(self.matching(where))
+
+    def _replay_each(self, letters: Iterable[DeadLetter]) -> builtins.list[str]:
         replayed: list[str] = []
         seen: set[str] = set()
-        for letter in self.matching(where):
+        for letter in letters:
             if letter.id in seen or letter.envelope is None:
                 continue
             seen.add(letter.id)
             replayed.append(self.replay(letter.id))
         return replayed
+
+    def groups(
+        self, where: LetterFilter | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> GroupPage:
+        """Failure groups, last seen first, summarised over ``where.workspace_id``
+        (or every workspace); reads the groups' aggregates, never their letters."""
+        where = where or LetterFilter()
+        if limit < 1:
+            raise BusError(f"limit must be at least 1, got {limit}")
+        after = None if cursor is None else decode_cursor(cursor)
+        found: list[GroupSummary] = []
+        scanned = 0
+        while scanned < GROUP_SCAN_BUDGET:
+            rows = self._bus.store.dlq_groups(where.workspace_id, after, GROUP_SCAN_BATCH)
+            if not rows:
+                return GroupPage(found, None)
+            for position, group in rows:
+                after = position
+                if where.matches_group(group):
+                    found.append(group)
+                    if len(found) == limit:
+                        return GroupPage(found, encode_cursor(position))
+            scanned += len(rows)
+        assert after is not None
+        return GroupPage(found, encode_cursor(after))
+
+    def group(self, group_id: str, workspace_id: str | None = None) -> GroupSummary:
+        """One group, over every workspace or over ``workspace_id``'s letters only."""
+        group = self._bus.store.dlq_group(group_id, workspace_id)
+        if group is None:
+            raise DeadLetterNotFound(f"no failure group with id {group_id!r}")
+        return group
+
+    def _group_reader(self, group_id: str, where: LetterFilter) -> Reader:
+        store = self._bus.store
+
+        def read(after: Position | None, count: int) -> list[tuple[Position, DeadLetter]]:
+            return store.dlq_group_page(group_id, where.workspace_id, after, count)
+
+        return read
+
+    def group_page(
+        self,
+        group_id: str,
+        where: LetterFilter | None = None,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """``page`` over one group's letters (its index, not the whole queue's)."""
+        where = where or LetterFilter()
+        return self._walk(self._group_reader(group_id, where), _unscoped(where), cursor, limit)
+
+    def group_matching(
+        self, group_id: str, where: LetterFilter | None = None
+    ) -> Iterator[DeadLetter]:
+        where = where or LetterFilter()
+        return self._every(self._group_reader(group_id, where), _unscoped(where))
+
+    def replay_group(self, group_id: str, where: LetterFilter | None = None) -> builtins.list[str]:
+        """Replay each letter of the group that ``where`` matches, once, walking
+        the group's own index a batch at a time; returns their ids."""
+        self.group(group_id, (where or LetterFilter()).workspace_id)
+        return self._replay_each(self.group_matching(group_id, where))
+
+    def purge_group(self, group_id: str, where: LetterFilter | None = None) -> int:
+        """Delete each letter of the group that ``where`` matches."""
+        self.group(group_id, (where or LetterFilter()).workspace_id)
+        return self._remove_each(self.group_matching(group_id, where))
+
+    def _remove_each(self, letters: Iterable[DeadLetter]) -> int:
+        removed = 0
+        batch: list[str] = []
+        for letter in letters:
+            batch.append(letter.id)
+            if len(batch) == SCAN_BATCH:
+                removed += self._bus.store.dlq_remove(batch)
+                batch = []
+        return removed + self._bus.store.dlq_remove(batch)
+
+    def edit(self, letter_id: str, payload: Any, *, by: str) -> DeadLetter:
+        """Fix a letter's payload before replaying it. The new payload is
+        validated as an emit validates it (the event's model, the size limit);
+        the envelope keeps its id, correlation id and everything else, so the
+        replay runs the same handler task for the same event. The edit (who,
+        when, old and new payload) is kept on the letter."""
+        letter = self.get(letter_id)
+        if letter.envelope is None:
+            raise BusError(f"dead letter {letter_id!r} holds a malformed message; nothing to edit")
+        bus = self._bus
+        old = letter.envelope
+        wire = bus.catalogue.to_wire(old.type, payload)
+        # Sealed again: the edit changes what a signature covers.
+        envelope = bus.seal(old.model_copy(update={"payload": wire}))
+        size = len(envelope.to_json().encode())
+        if size > bus.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"edited event is {size} bytes, over the limit of "
+                f"{bus.settings.max_payload_bytes} bytes"
+            )
+        edit = Edit(at=utcnow(), by=by, old_payload=old.payload, new_payload=wire)
+        edited = letter.model_copy(update={"envelope": envelope, "edits": [*letter.edits, edit]})
+        bus.store.dlq_put(edited, bus.topology.dlq_capacity)
+        return edited
 
     def get(self, letter_id: str) -> DeadLetter:
         letter = self._bus.store.dlq_get(letter_id)
@@ -225,11 +386,5 @@ class DeadLetterQueue:
         removed = self._bus.store.dlq_remove(set(letter_ids or ()))
         if filtered or everything:
             where = LetterFilter(workspace_id, event_type, handler, guild, older_than)
-            batch: list[str] = []
-            for letter in self.matching(where):
-                batch.append(letter.id)
-                if len(batch) == SCAN_BATCH:
-                    removed += self._bus.store.dlq_remove(batch)
-                    batch = []
-            removed += self._bus.store.dlq_remove(batch)
+            removed += self._remove_each(self.matching(where))
         return removed

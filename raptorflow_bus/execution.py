@@ -16,7 +16,7 @@ from celery.exceptions import Reject
 
 from raptorflow_bus import tracing
 from raptorflow_bus.context import handling
-from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.deadletter import HISTORY_LIMIT, DeadLetter, Failure
 from raptorflow_bus.envelope import Envelope, utcnow
 from raptorflow_bus.errors import BrokerUnavailable, BusError
 from raptorflow_bus.histogram import DURATION_SCOPE, LATENCY_SCOPE, observe
@@ -156,6 +156,13 @@ def _dead_letter(
     now: datetime,
 ) -> None:
     previous = bus.store.dlq_get(task_id)
+    failure = Failure(
+        at=now,
+        attempts=attempt,
+        exception_type=type(exc).__name__,
+        message=str(exc)[:2_000],
+        replay=previous is not None,
+    )
     letter = DeadLetter(
         id=task_id,
         envelope=env,
@@ -168,6 +175,8 @@ def _dead_letter(
         first_failed_at=previous.first_failed_at if previous else first_failed_at,
         last_failed_at=now,
         replays=(previous.replays + 1) if previous else 0,
+        history=[*(previous.history if previous else []), failure][-HISTORY_LIMIT:],
+        edits=previous.edits if previous else [],
     )
     try:
         with tracing.dead_letter_span(letter):

@@ -9,6 +9,10 @@ PREFIX = "raptorbus:"
 METRICS = PREFIX + "metrics"
 DLQ_ENTRIES = PREFIX + "dlq:entries"
 DLQ_INDEX = PREFIX + "dlq:index"
+# Failure groups (dlq_groups.py, lua/dlq_groups.lua): kept by dlq_put/dlq_remove.
+DLQ_PREFIX = PREFIX + "dlq:"
+DLQ_CELLS = DLQ_PREFIX + "cells"
+DLQ_GROUPS = DLQ_PREFIX + "groups"
 DONE_PREFIX = PREFIX + "done:"
 
 # The transport: wake tokens, and messages nobody can parse.
@@ -50,3 +54,21 @@ def binding_table(exchange: str) -> str:
 def bindings_version(exchange: str) -> str:
     """The counter every binding change made through the bus's transport bumps."""
     return BINDINGS_VERSION_PREFIX + exchange
+
+
+def dlq_group(group_id: str) -> str:
+    """A failure group's aggregates: a hash (fields in ``lua/dlq_groups.lua``)."""
+    return f"{DLQ_PREFIX}group:{group_id}"
+
+
+def dlq_workspace_groups(workspace: str) -> str:
+    """The groups with letters of ``workspace`` ("" for none), by last seen."""
+    return f"{DLQ_PREFIX}wsgroups:{workspace}"
+
+
+def dlq_members(group_id: str, workspace: str | None = None) -> str:
+    """A group's letters by their position in the DLQ index: all of them, or
+    those of one workspace ("" for none)."""
+    if workspace is None:
+        return f"{DLQ_PREFIX}members:{group_id}"
+    return f"{DLQ_PREFIX}wsmembers:{group_id}:{workspace}"

@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.dlq_groups import GroupPosition, GroupSummary
+from raptorflow_bus.memory_groups import MemoryGroups
 from raptorflow_bus.store import Counts, Position
 
 
@@ -18,6 +20,7 @@ class MemoryStore:
         self._counters: Counter[tuple[str, str]] = Counter()
         self._dlq: dict[str, DeadLetter] = {}
         self._positions: dict[str, Position] = {}
+        self._groups = MemoryGroups()
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
         with self._lock:
@@ -48,11 +51,13 @@ class MemoryStore:
             last = max((p[0] for p in self._positions.values()), default=0.0)
             self._positions.pop(letter.id, None)
             self._positions[letter.id] = (max(time.time(), last + 1e-6), letter.id)
+            self._groups.add(letter, self._positions[letter.id])
             evicted = []
             while len(self._dlq) > capacity:
                 oldest = next(iter(self._dlq))
                 del self._dlq[oldest]
                 del self._positions[oldest]
+                self._groups.drop(oldest)
                 evicted.append(oldest)
             if evicted:
                 self._counters[("dlq", "evicted")] += len(evicted)
@@ -76,8 +81,26 @@ class MemoryStore:
             removed = 0
             for letter_id in letter_ids:
                 self._positions.pop(letter_id, None)
+                self._groups.drop(letter_id)
                 removed += self._dlq.pop(letter_id, None) is not None
             return removed
+
+    def dlq_groups(
+        self, workspace: str | None, after: GroupPosition | None, count: int
+    ) -> list[tuple[GroupPosition, GroupSummary]]:
+        with self._lock:
+            return self._groups.page(workspace, after, count)
+
+    def dlq_group(self, group_id: str, workspace: str | None) -> GroupSummary | None:
+        with self._lock:
+            return self._groups.summary(group_id, workspace)
+
+    def dlq_group_page(
+        self, group_id: str, workspace: str | None, after: Position | None, count: int
+    ) -> list[tuple[Position, DeadLetter]]:
+        with self._lock:
+            positions = self._groups.members_after(group_id, workspace, after, count)
+            return [(p, self._dlq[p[1]]) for p in positions]
 
     def dlq_count(self) -> int:
         with self._lock:
@@ -89,3 +112,4 @@ class MemoryStore:
             self._counters.clear()
             self._dlq.clear()
             self._positions.clear()
+            self._groups.clear()

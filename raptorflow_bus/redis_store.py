@@ -1,5 +1,7 @@
 """The Redis ``Store``: counters in one hash, dead letters in a hash plus a
-sorted index (oldest first, so capacity evicts the oldest atomically)."""
+sorted index (oldest first, so capacity evicts the oldest atomically), and
+their failure groups' aggregates, updated by the same scripts that store and
+remove letters (``lua/dlq_groups.lua``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,16 @@ import redis
 
 from raptorflow_bus import keys, scripts
 from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.dlq_groups import (
+    GroupPosition,
+    GroupSummary,
+    cells_from_hash,
+    group_of,
+    positions_before,
+    summarise,
+    timestamp,
+    workspace_token,
+)
 from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.store import Counts, Position
 
@@ -20,6 +32,8 @@ DLQ_ENTRIES_KEY = keys.DLQ_ENTRIES
 DLQ_INDEX_KEY = keys.DLQ_INDEX
 DONE_PREFIX = keys.DONE_PREFIX
 FIELD_SEP = "|"
+# A group keeps the latest message of each workspace, this long at most.
+SAMPLE_LIMIT = 1_000
 # Longer than a restart from the AOF or a Sentinel failover takes (Sentinel's
 # default down-after-milliseconds is 30 s); a broker gone for longer fails the
 # task, whose redelivery then runs the handler again (at-least-once).
@@ -35,6 +49,7 @@ class RedisStore:
         self.client = client
         self.replica_acks = replica_acks or ReplicaAcks()
         self._dlq_put = scripts.register(client, "dlq_put")
+        self._dlq_remove = scripts.register(client, "dlq_remove")
         self._claim = scripts.register(client, "claim")
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
@@ -92,16 +107,44 @@ class RedisStore:
         evicted: list[Any] = self.replica_acks.run_script(
             self.client,
             self._dlq_put,
-            [DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY],
-            [
-                letter.id,
-                letter.model_dump_json(),
-                repr(time.time()),
-                capacity,
-                metric_field("dlq", "evicted"),
-            ],
+            [DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY, keys.DLQ_CELLS, keys.DLQ_GROUPS],
+            self.put_args(letter, capacity, time.time()),
         )
         return [e.decode() if isinstance(e, bytes) else str(e) for e in evicted]
+
+    @staticmethod
+    def put_args(letter: DeadLetter, capacity: int, now: float) -> list[Any]:
+        """``dlq_put.lua``'s ARGV for ``letter`` stored at ``now``."""
+        key = group_of(letter)
+        return [
+            letter.id,
+            letter.model_dump_json(),
+            repr(now),
+            capacity,
+            metric_field("dlq", "evicted"),
+            keys.DLQ_PREFIX,
+            key.id,
+            workspace_token(letter.workspace_id),
+            letter.event_type or "",
+            repr(timestamp(letter.first_failed_at)),
+            repr(timestamp(letter.last_failed_at)),
+            key.handler,
+            key.guild,
+            key.exception_type,
+            key.pattern,
+            letter.message[:SAMPLE_LIMIT],
+        ]
+
+    def dlq_put_many(self, letters: Iterable[DeadLetter], capacity: int) -> None:
+        """Store many letters in one pipeline (imports, tests seeding a full
+        queue); each is one ``dlq_put.lua`` call, as ``dlq_put`` makes."""
+        pipe = self.client.pipeline(transaction=False)
+        now = time.time()
+        script_keys = [DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY, keys.DLQ_CELLS, keys.DLQ_GROUPS]
+        for n, letter in enumerate(letters):
+            args = self.put_args(letter, capacity, now + n * 1e-4)
+            self._dlq_put(keys=script_keys, args=args, client=pipe)
+        pipe.execute()
 
     def dlq_get(self, letter_id: str) -> DeadLetter | None:
         raw = self.client.hget(DLQ_ENTRIES_KEY, letter_id)
@@ -125,24 +168,27 @@ class RedisStore:
         found: list[tuple[Position, DeadLetter]] = []
         cursor = after
         while len(found) < count:
-            fresh = self._positions_after(cursor, count - len(found))
+            fresh = self._positions_after(DLQ_INDEX_KEY, cursor, count - len(found))
             if not fresh:
                 break
             cursor = fresh[-1]
-            raws = self.client.hmget(DLQ_ENTRIES_KEY, [letter_id for _, letter_id in fresh])
-            found.extend(
-                (position, DeadLetter.model_validate_json(raw))
-                for position, raw in zip(fresh, raws, strict=True)
-                if raw is not None
-            )
+            found.extend(self._letters_at(fresh))
         return found
 
-    def _positions_after(self, cursor: Position | None, count: int) -> list[Position]:
+    def _letters_at(self, positions: list[Position]) -> list[tuple[Position, DeadLetter]]:
+        raws = self.client.hmget(DLQ_ENTRIES_KEY, [letter_id for _, letter_id in positions])
+        return [
+            (position, DeadLetter.model_validate_json(raw))
+            for position, raw in zip(positions, raws, strict=True)
+            if raw is not None
+        ]
+
+    def _positions_after(self, key: str, cursor: Position | None, count: int) -> list[Position]:
         low = "-inf" if cursor is None else repr(cursor[0])
         num = count
         while True:
             rows: list[tuple[bytes, float]] = self.client.zrangebyscore(
-                DLQ_INDEX_KEY, low, "+inf", start=0, num=num, withscores=True
+                key, low, "+inf", start=0, num=num, withscores=True
             )
             positions = [(float(score), member.decode()) for member, score in rows]
             fresh = [p for p in positions if cursor is None or p > cursor]
@@ -154,11 +200,72 @@ class RedisStore:
         ids = list(letter_ids)
         if not ids:
             return 0
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(DLQ_ENTRIES_KEY, *ids)
-        pipe.zrem(DLQ_INDEX_KEY, *ids)
-        removed, _ = pipe.execute()
+        removed = self._dlq_remove(
+            keys=[DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, keys.DLQ_CELLS, keys.DLQ_GROUPS],
+            args=[keys.DLQ_PREFIX, *ids],
+        )
         return int(removed)
+
+    def dlq_groups(
+        self, workspace: str | None, after: GroupPosition | None, count: int
+    ) -> list[tuple[GroupPosition, GroupSummary]]:
+        zset = keys.DLQ_GROUPS if workspace is None else keys.dlq_workspace_groups(workspace)
+        found: list[tuple[GroupPosition, GroupSummary]] = []
+        cursor = after
+        while len(found) < count:
+            fresh = self._groups_before(zset, cursor, count - len(found))
+            if not fresh:
+                break
+            cursor = fresh[-1]
+            pipe = self.client.pipeline(transaction=False)
+            for _, group_id in fresh:
+                pipe.hgetall(keys.dlq_group(group_id))
+            for position, raw in zip(fresh, pipe.execute(), strict=True):
+                summary = self._summary(raw, workspace)
+                if summary is not None:
+                    found.append((position, summary))
+        return found
+
+    def _groups_before(
+        self, zset: str, cursor: GroupPosition | None, count: int
+    ) -> list[GroupPosition]:
+        high = "+inf" if cursor is None else repr(cursor[0])
+        num = count
+        while True:
+            rows: list[tuple[bytes, float]] = self.client.zrevrangebyscore(
+                zset, high, "-inf", start=0, num=num, withscores=True
+            )
+            fresh = positions_before(((float(s), m.decode()) for m, s in rows), cursor)
+            if fresh or len(rows) < num:
+                return fresh[:count]
+            num *= 2  # every row was a tie at or before the cursor: read further
+
+    @staticmethod
+    def _summary(raw: dict[bytes, bytes], workspace: str | None) -> GroupSummary | None:
+        parsed = cells_from_hash({k.decode(): v.decode() for k, v in raw.items()})
+        if parsed is None:
+            return None
+        only = None if workspace is None else workspace_token(workspace)
+        return summarise(*parsed, only=only)
+
+    def dlq_group(self, group_id: str, workspace: str | None) -> GroupSummary | None:
+        return self._summary(self.client.hgetall(keys.dlq_group(group_id)), workspace)
+
+    def dlq_group_page(
+        self, group_id: str, workspace: str | None, after: Position | None, count: int
+    ) -> list[tuple[Position, DeadLetter]]:
+        members = keys.dlq_members(
+            group_id, None if workspace is None else workspace_token(workspace)
+        )
+        found: list[tuple[Position, DeadLetter]] = []
+        cursor = after
+        while len(found) < count:
+            fresh = self._positions_after(members, cursor, count - len(found))
+            if not fresh:
+                break
+            cursor = fresh[-1]
+            found.extend(self._letters_at(fresh))
+        return found
 
     def dlq_count(self) -> int:
         return int(self.client.hlen(DLQ_ENTRIES_KEY))

@@ -1,5 +1,9 @@
 """The bus's Lua scripts, one file each under ``lua/`` (headed by the KEYS and
-ARGV it takes), read once per process; Dramatiq's Redis broker is the model."""
+ARGV it takes), read once per process; Dramatiq's Redis broker is the model.
+
+A line ``-- #include NAME`` is replaced by ``lua/NAME.lua``: Redis scripts
+cannot call each other, and two scripts that must keep the same records (the
+DLQ's failure groups) share their functions this way."""
 
 from __future__ import annotations
 
@@ -9,10 +13,16 @@ from typing import Any
 
 import redis
 
+INCLUDE = "-- #include "
+
 
 @functools.cache
 def source(name: str) -> str:
-    return (resources.files("raptorflow_bus") / "lua" / f"{name}.lua").read_text()
+    text = (resources.files("raptorflow_bus") / "lua" / f"{name}.lua").read_text()
+    return "".join(
+        source(line[len(INCLUDE) :].strip()) if line.startswith(INCLUDE) else line
+        for line in text.splitlines(keepends=True)
+    )
 
 
 def register(client: redis.Redis[bytes], name: str) -> Any:

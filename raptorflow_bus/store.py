@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.dlq_groups import GroupPosition, GroupSummary
 
 Counts = Mapping[tuple[str, str], int]
 # A dead letter's place in the queue: (when it was stored, in unix seconds; its
@@ -48,7 +49,25 @@ class Store(Protocol):
         replaced after ``after`` was read come later in the walk."""
         ...
 
-    def dlq_remove(self, letter_ids: Iterable[str]) -> int: ...
+    def dlq_remove(self, letter_ids: Iterable[str]) -> int:
+        """Remove letters (and take them out of their groups); how many were there."""
+        ...
+
+    def dlq_groups(
+        self, workspace: str | None, after: GroupPosition | None, count: int
+    ) -> list[tuple[GroupPosition, GroupSummary]]:
+        """Up to ``count`` failure groups after ``after``, last seen first, each
+        summarised over every workspace (``workspace`` None) or over that one
+        only. Reads the groups' aggregates, not their letters."""
+        ...
+
+    def dlq_group(self, group_id: str, workspace: str | None) -> GroupSummary | None: ...
+
+    def dlq_group_page(
+        self, group_id: str, workspace: str | None, after: Position | None, count: int
+    ) -> list[tuple[Position, DeadLetter]]:
+        """``dlq_page`` over one group's letters (of one workspace, or all)."""
+        ...
 
     def dlq_count(self) -> int: ...
 

@@ -263,7 +263,9 @@ def test_a_strict_bus_answers_503_while_the_broker_is_down(tmp_path: Path) -> No
 
 
 def test_api_tokens_parse_to_principals() -> None:
-    assert parse_tokens("a=ws-1, b=*") == {"a": Principal("ws-1"), "b": Principal(None)}
+    parsed = parse_tokens("a=ws-1, b=*")
+    assert {k: p.workspace for k, p in parsed.items()} == {"a": "ws-1", "b": None}
+    assert parsed["a"].name and "a" not in parsed["a"].name.split()  # named, not by the secret
     with pytest.raises(ConfigurationError):
         parse_tokens("no-workspace")
 

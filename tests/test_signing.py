@@ -197,3 +197,20 @@ def _message(bus: Bus, sealed: Envelope) -> str:
     from raptorflow_bus.transport import kombu_message
 
     return kombu_message(sealed.to_json(), "research", 6)
+
+
+def test_an_edited_letter_is_sealed_again_and_its_replay_runs() -> None:
+    def strong_only(payload: object, envelope: Envelope) -> None:
+        if envelope.payload["strength"] < 0.5:
+            raise ValueError("too weak")
+
+    settings = Settings(broker_url=None, signing_keys=NEW)
+    with eager_bus(settings=settings, celery_config={"raptorbus_max_retries": 0}) as bus:
+        bus.subscribe("signal.detected", strong_only, guild="research")
+        bus.emit("signal.detected", {**SIGNAL, "strength": 0.1}, workspace_id="ws-1")
+        [letter] = bus.dlq.list()
+        edited = bus.dlq.edit(letter.id, {**SIGNAL, "strength": 0.9}, by="ops")
+        assert edited.envelope is not None
+        bus.verify(edited.envelope)
+        bus.dlq.replay(letter.id)
+        assert bus.dlq.count() == 0

@@ -18,9 +18,11 @@ from raptorflow_bus.dlq import LetterFilter
 class Principal:
     """Who calls, as the app's auth dependency decides. ``workspace`` None is
     an operator who may act on every workspace; otherwise every DLQ read,
-    replay and purge, and every emit, is confined to that workspace."""
+    replay and purge, and every emit, is confined to that workspace. ``name``
+    is who the console's audit trail records (a payload edit's author)."""
 
     workspace: str | None = None
+    name: str | None = None
 
 
 class Accepted(BaseModel):

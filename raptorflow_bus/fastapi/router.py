@@ -30,13 +30,11 @@ from raptorflow_bus.bus import Bus
 from raptorflow_bus.context import workspace_id_var
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.dlq import LetterFilter
-from raptorflow_bus.errors import (
-    ConfigurationError,
-    DeadLetterNotFound,
-    PayloadTooLarge,
-)
+from raptorflow_bus.errors import ConfigurationError, PayloadTooLarge
+from raptorflow_bus.fastapi.console import console_router
+from raptorflow_bus.fastapi.console_auth import Login
 from raptorflow_bus.fastapi.emit import send
-from raptorflow_bus.fastapi.errors import BusRoute, Forbidden, InvalidRequest
+from raptorflow_bus.fastapi.errors import BusRoute, InvalidRequest
 from raptorflow_bus.fastapi.lifespan import provide_bus
 from raptorflow_bus.fastapi.models import (
     Accepted,
@@ -48,6 +46,7 @@ from raptorflow_bus.fastapi.models import (
     Replayed,
     ReplayFilter,
 )
+from raptorflow_bus.fastapi.scope import letter_for, scoped_workspace
 from raptorflow_bus.prometheus import registry_for
 from raptorflow_bus.settings import mask_url
 
@@ -59,25 +58,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 403, 404, 409, 413, 422, 429, 503)
 }
 _registries: "weakref.WeakKeyDictionary[Bus, CollectorRegistry]" = weakref.WeakKeyDictionary()
-
-
-def scoped_workspace(principal: Principal, requested: str | None) -> str | None:
-    """The workspace a call may act on: the principal's, or what was asked
-    when the principal is an operator; another workspace is refused."""
-    if principal.workspace is None:
-        return requested
-    if requested is not None and requested != principal.workspace:
-        raise Forbidden(
-            f"this caller is bound to workspace {principal.workspace!r}, not {requested!r}"
-        )
-    return principal.workspace
-
-
-def letter_for(bus: Bus, principal: Principal, letter_id: str) -> DeadLetter:
-    letter = bus.dlq.get(letter_id)
-    if principal.workspace is not None and letter.workspace_id != principal.workspace:
-        raise DeadLetterNotFound(f"no dead letter with id {letter_id!r}")
-    return letter
 
 
 async def json_body(request: Request, limit: int) -> Any:
@@ -135,16 +115,24 @@ def bus_router(
     *,
     auth: Callable[..., Any] | None = None,
     write: bool | None = None,
+    console: Login | None = None,
 ) -> APIRouter:
     """The routes, to ``app.include_router``. ``bus_dependency`` gives the bus
     (default: the one ``bus_lifespan`` connected); ``auth`` is a dependency
     returning a ``Principal`` (raise ``HTTPException(401)`` in it to refuse a
-    caller); ``write`` defaults to whether ``auth`` is given."""
+    caller); ``write`` defaults to whether ``auth`` is given. ``console``, a
+    function from a token to a ``Principal`` (or None), adds the DLQ console
+    under ``/bus/console``; like the write routes it needs ``auth``."""
     write = auth is not None if write is None else write
     if write and auth is None:
         raise ConfigurationError(
             "the write routes (POST /events, DLQ replay and delete) need "
             "auth=<a dependency returning Principal>; without one mount bus_router(write=False)"
+        )
+    if console is not None and auth is None:
+        raise ConfigurationError(
+            "the DLQ console replays, edits and purges letters: it mounts only with "
+            "auth=<a dependency returning Principal>, beside console=<token -> Principal>"
         )
 
     async def principal_of(principal: Annotated[Any, Depends(auth or _anonymous)]) -> Principal:
@@ -157,6 +145,10 @@ def bus_router(
     BusDep = Annotated[Bus, Depends(bus_dependency)]
     Caller = Annotated[Principal, Depends(principal_of)]
     router = APIRouter(route_class=BusRoute, responses=ERRORS)
+    if console is not None:
+        # Its routes as they are (prefixed already): an included router would
+        # be one opaque entry in ``router.routes``.
+        router.routes.extend(console_router(bus_dependency, login=console).routes)
 
     @router.get("/bus/health", tags=["bus"])
     async def health(bus: BusDep, caller: Caller) -> dict[str, Any]:
