@@ -40,6 +40,7 @@ class SilentProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.delay = 0.0
+        self.swallow_new = False
         self.connections = 0  # accepted so far, frozen or not
         self._pipes: list[_Pipe] = []
         self._lock = threading.Lock()
@@ -50,9 +51,12 @@ class SilentProxy:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def freeze(self) -> int:
-        """Stop forwarding on every open connection, silently; returns how many."""
+    def freeze(self, new_too: bool = False) -> int:
+        """Stop forwarding on every open connection, silently; returns how many.
+        ``new_too``: connections made from now on are accepted and never
+        forwarded either (the whole path is gone, not one flow)."""
         with self._lock:
+            self.swallow_new = self.swallow_new or new_too
             live = [p for p in self._pipes if not p.frozen]
             for pipe in live:
                 pipe.frozen = True
@@ -83,7 +87,9 @@ class SilentProxy:
                     return
                 self._pipes.append(pipe)
                 self.connections += 1
-            threading.Thread(target=self._forward, args=(pipe,), daemon=True).start()
+                pipe.frozen = self.swallow_new
+            if not pipe.frozen:
+                threading.Thread(target=self._forward, args=(pipe,), daemon=True).start()
 
     def _forward(self, pipe: _Pipe) -> None:
         """Copy chunks both ways until either side closes; once frozen, stop
