@@ -24,7 +24,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from examples.api import create_app
-from raptorflow_bus import Bus, Envelope, Settings
+from raptorflow_bus import Bus, Envelope, Sent, Settings
 from raptorflow_bus.embedded import free_port
 from raptorflow_bus.logs import log
 from tests.api_server import api_client, serving
@@ -269,6 +269,16 @@ class Entered:
         await self.app(scope, receive, noting)
 
 
+class SendingBus(Bus):
+    """Tells the test when an emit is inside the bus (waiting on Redis)."""
+
+    sending = threading.Event()
+
+    def send(self, event_type: str, payload: Any = None, **options: Any) -> Sent:
+        self.sending.set()
+        return super().send(event_type, payload, **options)
+
+
 def test_an_emit_stuck_on_a_silent_broker_does_not_block_other_requests(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -276,7 +286,7 @@ def test_an_emit_stuck_on_a_silent_broker_does_not_block_other_requests(
     assert parts.port is not None
     with SilentProxy(parts.port) as proxy:
         proxied = parts._replace(netloc=f":{parts.password}@127.0.0.1:{proxy.port}").geturl()
-        bus = Bus(Settings(broker_url=proxied, home=tmp_path))
+        bus = SendingBus(Settings(broker_url=proxied, home=tmp_path))
         path = "/events/signal.detected"
         app = Entered(create_app(bus, TOKENS), path)
         body = {"signal_id": "s-1", "source": "news", "topic": "ai", "strength": 0.5}
@@ -288,14 +298,16 @@ def test_an_emit_stuck_on_a_silent_broker_does_not_block_other_requests(
             assert proxy.freeze(new_too=True) >= 1
             app.event.clear()
             app.answered.clear()
+            bus.sending.clear()
             stuck: list[httpx.Response] = []
             emitter = threading.Thread(
                 target=lambda: stuck.append(client.post(path, json=body, headers=auth("tok-a")))
             )
             emitter.start()
-            # In the app now: it waits out its 1.5 s read timeout in a thread,
-            # or, were it synchronous, with the event loop blocked.
+            # Inside the bus now: it waits out its 1.5 s read timeout in a
+            # thread, or, were it synchronous, with the event loop blocked.
             assert app.event.wait(30)
+            assert bus.sending.wait(30)
             other = client.get(PROBE)
             assert other.status_code == 200
             emitter.join(30)
