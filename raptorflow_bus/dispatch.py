@@ -2,20 +2,34 @@
 (event, handler) with a deterministic id, so a redelivered event maps onto the
 same task ids and the dedup record catches the second run (trap 5).
 
-On a broker the task messages are built with Celery's own ``as_task_v2`` and
-written in Kombu's Redis format in one pipeline with the queue's wake token:
-going through ``apply_async`` and a Kombu producer cost a quarter of a handler
-run (py-spy over ``bench/throughput.py``), and ``saferepr`` of the envelope
-alone 7 %; the envelope's JSON text is the readable repr Flower shows."""
+On a broker the task messages are Celery's own ``as_task_v2`` output in Kombu's
+Redis format, written by the caller (the event hop's commit script, or one
+pipeline here) with the queue's wake token: going through ``apply_async`` and
+a Kombu producer cost a quarter of a handler run (py-spy over
+``bench/throughput.py``), and ``saferepr`` of the envelope alone 7 %; the
+envelope's JSON text is the readable repr Flower shows.
+
+Building that message per task cost 80 to 230 us (two JSON encodings of the
+envelope and Celery's configuration lookups), more than the rest of the hop.
+Only four fields of it differ between two tasks of the same handler, queue and
+priority (the task id, the kwargs repr, the body and the delivery tag), so
+``as_task_v2`` runs once per handler, queue and priority with markers in those
+fields, and each message is that text with the markers replaced."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import re
 import socket
 import uuid
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from celery import Celery
 
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.topology import PRIORITY_VALUES, priority_list
@@ -27,6 +41,11 @@ if TYPE_CHECKING:
 TASK_ID_NAMESPACE = uuid.UUID("6f1c3b8e-2d0a-4c51-9b7e-5a4f3e2d1c0b")
 REPR_LIMIT = 1024
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_EMBED_JSON = json.dumps(EMBED, separators=(",", ":"))
+# Strings no envelope, task name or queue contains (JSON escapes NUL).
+_MARKS = {name: f"\x00raptorbus-{name}\x00" for name in ("id", "repr", "body", "tag")}
+_MARK_RE = re.compile("|".join(re.escape(json.dumps(m)) for m in _MARKS.values()))
+_MARK_NAMES = {json.dumps(m): name for name, m in _MARKS.items()}
 
 
 def handler_task_id(event_id: str, task_name: str) -> str:
@@ -36,6 +55,57 @@ def handler_task_id(event_id: str, task_name: str) -> str:
 @functools.cache
 def _origin(pid: int) -> str:
     return f"gen{pid}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A task message's text cut at the four fields that vary."""
+
+    parts: tuple[str, ...]
+    slots: tuple[str, ...]
+
+    def fill(self, values: dict[str, str]) -> str:
+        out = [self.parts[0]]
+        for slot, part in zip(self.slots, self.parts[1:], strict=True):
+            out.append(values[slot])
+            out.append(part)
+        return "".join(out)
+
+
+# Per app, read once: the time limits in Celery's configuration are start-up settings.
+_TEMPLATES: weakref.WeakKeyDictionary[Celery, dict[tuple[str, str, int, int], _Template]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _template(app: Celery, task_name: str, queue: str, priority: int) -> _Template:
+    key = (task_name, queue, priority, os.getpid())
+    cache = _TEMPLATES.setdefault(app, {})
+    template = cache.get(key)
+    if template is None:
+        conf = app.conf
+        message = app.amqp.as_task_v2(
+            _MARKS["id"],
+            task_name,
+            kwargs={},
+            time_limit=conf.task_time_limit,
+            soft_time_limit=conf.task_soft_time_limit,
+            origin=_origin(os.getpid()),
+            ignore_result=True,
+            argsrepr="()",
+            kwargsrepr=_MARKS["repr"],
+        )
+        text = kombu_message(
+            _MARKS["body"],
+            queue,
+            priority,
+            message.headers,
+            message.properties,
+            delivery_tag=_MARKS["tag"],
+        )
+        slots = tuple(_MARK_NAMES[m] for m in _MARK_RE.findall(text))
+        template = cache[key] = _Template(tuple(_MARK_RE.split(text)), slots)
+    return template
 
 
 def task_message(
@@ -48,24 +118,53 @@ def task_message(
     priority: int,
 ) -> str:
     """A Celery protocol-2 message for ``task_name(envelope=data)`` as Kombu's
-    Redis channel stores it; ``raw`` is the envelope's JSON text."""
-    conf = bus.app.conf
+    Redis channel stores it; ``raw`` is the envelope's JSON text (``data``
+    parsed), which goes into the body as it is."""
     kwargsrepr = "{'envelope': " + raw + "}"
     if len(kwargsrepr) > REPR_LIMIT:
         kwargsrepr = kwargsrepr[: REPR_LIMIT - 3] + "..."
-    message = bus.app.amqp.as_task_v2(
-        task_id,
-        task_name,
-        kwargs={"envelope": data},
-        time_limit=conf.task_time_limit,
-        soft_time_limit=conf.task_soft_time_limit,
-        origin=_origin(os.getpid()),
-        ignore_result=True,
-        argsrepr="()",
-        kwargsrepr=kwargsrepr,
+    body = '[[],{"envelope":' + raw + "}," + _EMBED_JSON + "]"
+    return _template(bus.app, task_name, queue, priority).fill(
+        {
+            "id": json.dumps(task_id),
+            "repr": json.dumps(kwargsrepr),
+            "body": json.dumps(body),
+            "tag": json.dumps(str(uuid.uuid4())),
+        }
     )
-    body = json.dumps([[], {"envelope": data}, EMBED], separators=(",", ":"))
-    return kombu_message(body, queue, priority, message.headers, message.properties)
+
+
+@dataclass(frozen=True)
+class HandlerTasks:
+    """The task messages of one event for one consumer, and where they go."""
+
+    queue: str
+    key: str
+    messages: Sequence[str]
+
+
+def handler_tasks(
+    bus: Bus, envelope: Envelope, consumer: str, data: dict[str, Any], raw: str | None
+) -> HandlerTasks:
+    """One task message per handler ``consumer`` has for this event (maybe none)."""
+    queue = bus.topology.handler_queue(consumer)
+    priority = PRIORITY_VALUES[envelope.priority]
+    specs = bus.handlers_for(consumer, envelope.type)
+    if specs and raw is None:
+        raw = json.dumps(data, separators=(",", ":"))
+    messages = [
+        task_message(
+            bus,
+            spec.task_name,
+            handler_task_id(envelope.id, spec.task_name),
+            data,
+            raw or "",
+            queue,
+            priority,
+        )
+        for spec in specs
+    ]
+    return HandlerTasks(queue, priority_list(queue, priority), messages)
 
 
 def dispatch(
@@ -75,7 +174,9 @@ def dispatch(
     data: dict[str, Any] | None = None,
     raw: str | None = None,
 ) -> int:
-    """Queue the handlers ``consumer`` has for this event; returns how many."""
+    """Queue the handlers ``consumer`` has for this event; returns how many.
+    The event hop writes its batches with ``raptorflow_bus.hop``; this is the
+    one-event path (eager buses, tools, tests)."""
     specs = bus.handlers_for(consumer, envelope.type)
     if not specs:
         return 0
@@ -86,14 +187,10 @@ def dispatch(
                 kwargs={"envelope": data}, task_id=handler_task_id(envelope.id, spec.task_name)
             )
         return len(specs)
-    raw = raw if raw is not None else json.dumps(data, separators=(",", ":"))
-    queue = bus.topology.handler_queue(consumer)
-    priority = PRIORITY_VALUES[envelope.priority]
-    key = priority_list(queue, priority)
+    tasks = handler_tasks(bus, envelope, consumer, data, raw)
     pipe = bus.redis.pipeline(transaction=False)
-    for spec in specs:
-        task_id = handler_task_id(envelope.id, spec.task_name)
-        pipe.lpush(key, task_message(bus, spec.task_name, task_id, data, raw, queue, priority))
-    wake(pipe, queue)
+    for message in tasks.messages:
+        pipe.lpush(tasks.key, message)
+    wake(pipe, tasks.queue)
     bus.replica_acks.execute(pipe)
-    return len(specs)
+    return len(tasks.messages)

@@ -33,11 +33,11 @@ import json
 import logging
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import redis
 import redis.sentinel
@@ -91,6 +91,7 @@ def kombu_message(
     priority: int,
     headers: dict[str, Any] | None = None,
     properties: dict[str, Any] | None = None,
+    delivery_tag: str | None = None,
 ) -> str:
     """A message exactly as Kombu's Redis channel stores it (body not re-encoded),
     addressed to ``queue`` through the anonymous exchange, so a restore goes
@@ -106,11 +107,48 @@ def kombu_message(
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": priority,
                 "delivery_mode": 2,
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": delivery_tag or str(uuid.uuid4()),
             },
         },
         separators=(",", ":"),
     )
+
+
+class Holder(Protocol):
+    """Something in this process that holds deliveries recorded against ``owner``."""
+
+    owner: str | None
+
+    def held_tags(self) -> list[str]: ...
+
+
+#: A lost connection can orphan deliveries this process owns: those of a
+#: channel that closed while Redis was away, and a pop whose reply never came
+#: back (the script ran, the message is recorded against this worker, and
+#: nobody holds it). Neither a reaper (this worker is alive) nor the channel
+#: (it is gone) would ever hand them back, so the next holder of this process
+#: that reaches Redis sweeps: every delivery recorded against its owner that no
+#: holder of the process holds goes back to its queue. The holders are the open
+#: channels and the guild worker's event hop (``raptorflow_bus.hop``). Process
+#: state on purpose: nothing else outlives the connection.
+HOLDERS: weakref.WeakSet[Holder] = weakref.WeakSet()
+NEEDS_SWEEP: set[str] = set()
+
+
+def sweep(client: Any, owner: str, priority_steps: Sequence[int], sep: str) -> int:
+    """Put back every delivery recorded against ``owner`` that no holder of this
+    process holds; returns how many went back."""
+    NEEDS_SWEEP.discard(owner)
+    try:
+        recorded = {t.decode() for t in client.hkeys(keys.owned(owner))}
+        held = {t for h in list(HOLDERS) if h.owner == owner for t in h.held_tags()}
+        orphans = recorded - held
+        if not orphans:
+            return 0
+        return Reaper(client, 0, priority_steps, sep).restore(owner, orphans)
+    except _CONNECTION_ERRORS:
+        NEEDS_SWEEP.add(owner)
+        raise
 
 
 class QoS(_RedisQoS):  # type: ignore[misc]
@@ -124,7 +162,14 @@ class QoS(_RedisQoS):  # type: ignore[misc]
             super().append(message, delivery_tag)
 
     def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
-        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        """Kombu wraps an ack's two deletes in MULTI/EXEC (four commands); they are
+        idempotent, and the unacked record goes first: a connection lost after it
+        leaves index and owner entries that every restore path skips for want of
+        the record. A restore's transaction passes its own pipeline."""
+        if pipe is None:
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+        pipe.hdel(self.unacked_key, delivery_tag).zrem(self.unacked_index_key, delivery_tag)
         owner = self.channel.owner
         return pipe.hdel(keys.owned(owner), delivery_tag) if owner else pipe
 
@@ -144,16 +189,7 @@ class QoS(_RedisQoS):  # type: ignore[misc]
 class Channel(_RedisChannel):  # type: ignore[misc]
     QoS = QoS
 
-    #: A lost connection can orphan deliveries this process owns: those of a
-    #: channel that closed while Redis was away, and a pop whose reply never
-    #: came back (the script ran, the message is recorded against this worker,
-    #: and nobody holds it). Neither a reaper (this worker is alive) nor the
-    #: channel (it is gone) would ever hand them back, so the next channel of
-    #: this process that reaches Redis sweeps: every delivery recorded against
-    #: its owner that no open channel of the process holds goes back to its
-    #: queue. Process state on purpose: nothing else outlives the connection.
-    open_channels: ClassVar[weakref.WeakSet[Channel]] = weakref.WeakSet()
-    needs_sweep: ClassVar[set[str]] = set()
+    needs_sweep: ClassVar[set[str]] = NEEDS_SWEEP
     _in_poll: Any
     _closing: bool
     _qos: Any
@@ -169,7 +205,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self._sync_client: Any = None
         options = self.connection.client.transport_options
         self.owner: str | None = options.get(OWNER_OPTION) or None
-        self.open_channels.add(self)
+        HOLDERS.add(self)
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         """Kombu reads these from the connection, which a lost connection has
@@ -201,23 +237,12 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             "as Redis is reachable"
         )
 
-    def _sweep(self, client: Any) -> None:
-        owner = str(self.owner)
-        self.needs_sweep.discard(owner)
-        try:
-            recorded = {t.decode() for t in client.hkeys(keys.owned(owner))}
-            held = {
-                str(tag)
-                for channel in list(self.open_channels)
-                if channel.owner == owner and channel._qos is not None
-                for tag in channel._qos._delivered
-            }
-            orphans = recorded - held - self._recorded
-            if orphans:
-                Reaper(client, 0, self.priority_steps, self.sep).restore(owner, orphans)
-        except _CONNECTION_ERRORS:
-            self.needs_sweep.add(owner)
-            raise
+    def held_tags(self) -> list[str]:
+        """What this channel holds: its deliveries in hand, and those popped but
+        not yet delivered (read from other threads: copied in one step)."""
+        qos = self._qos
+        delivered = list(qos._delivered) if qos is not None else []
+        return [str(tag) for tag in delivered] + list(self._recorded)
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Kombu's bind, then the version bump that tells every bus publisher its
@@ -278,7 +303,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
     def close(self) -> None:
         """A BRPOP still in flight is read and dropped, never turned into a
         delivery on a closing channel; a dead socket is no reason to fail the close."""
-        self.open_channels.discard(self)
+        HOLDERS.discard(self)
         if self._in_poll:
             try:
                 self.client.parse_response(self.client.connection, "BRPOP")
@@ -337,8 +362,8 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         script_keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
         with self.conn_or_acquire() as client:
-            if self.owner in self.needs_sweep:
-                self._sweep(client)
+            if self.owner in NEEDS_SWEEP:
+                sweep(client, self.owner, self.priority_steps, self.sep)
             if self._pop_script is None:
                 self._pop_script = scripts.register(client, "pop")
             try:
@@ -358,6 +383,13 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             return None
         return queue, item, bytes_to_str(tag)
 
+    def _any_waiting(self, queues: list[str]) -> bool:
+        """Whether any priority list of ``queues`` holds a message (a message
+        written without a wake token, by a stock Kombu producer for one)."""
+        lists = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
+        with self.conn_or_acquire() as client:
+            return bool(client.exists(*lists))
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
             timeout = self.brpop_timeout
@@ -374,11 +406,15 @@ class Channel(_RedisChannel):  # type: ignore[misc]
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
-                self.client.parse_response(self.client.connection, "BRPOP", **options)
+                token = self.client.parse_response(self.client.connection, "BRPOP", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
             queues = self._queue_cycle.consume(len(self.active_queues))
+            if token is None and queues and not self._any_waiting(queues):
+                # A timeout with nothing queued: one EXISTS instead of the pop
+                # script (its RPOPs and wake bookkeeping), every idle second.
+                raise Empty()
             popped = self._pop(queues) if queues else None
             if popped is None:
                 raise Empty()

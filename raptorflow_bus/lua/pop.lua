@@ -20,14 +20,12 @@ for j = 0, #KEYS - first do
   item = redis.call('RPOP', KEYS[first + j])
   if item then qi = (j % nq) + 1; break end
 end
-local remaining = {}
-for q = 1, nq do remaining[q] = 0 end
-for j = 0, #KEYS - first do
-  local q = (j % nq) + 1
-  remaining[q] = remaining[q] + redis.call('LLEN', KEYS[first + j])
-end
 for q = 1, nq do
-  if remaining[q] > 0 then
+  -- One EXISTS per queue over its priority lists (an empty list does not
+  -- exist), not one LLEN per list.
+  local lists = {}
+  for s = first + q - 1, #KEYS, nq do table.insert(lists, KEYS[s]) end
+  if redis.call('EXISTS', unpack(lists)) > 0 then
     redis.call('LPUSH', KEYS[4 + q], '1')
     redis.call('LTRIM', KEYS[4 + q], 0, 0)
   else
