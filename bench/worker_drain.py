@@ -48,9 +48,23 @@ PROBE = {**SIGNAL, "topic": "latency"}
 PLAIN_QUEUE = "plain"
 
 
-def commands(client: redis.Redis[bytes]) -> int:
+def command_calls(client: redis.Redis[bytes]) -> dict[str, int]:
+    """Calls per command so far, less this script's INFO calls."""
     stats: dict[str, Any] = client.info("commandstats")
-    return sum(int(v["calls"]) for v in stats.values())
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    calls.pop("info", None)
+    return calls
+
+
+def commands(client: redis.Redis[bytes]) -> int:
+    return sum(command_calls(client).values())
+
+
+def top(before: dict[str, int], after: dict[str, int], per: float) -> str:
+    """The commands that grew most between two snapshots, per ``per``."""
+    grown = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+    ranked = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+    return " ".join(f"{k}={n / per:.1f}" for k, n in ranked)
 
 
 def redis_cpu(client: redis.Redis[bytes]) -> float:
@@ -80,7 +94,6 @@ class Poller:
         return sum(int(n) for n in pipe.execute())
 
     def info(self) -> int:
-        self.sent += 1
         return commands(self.client)
 
 
@@ -129,6 +142,7 @@ def run(
     poll = Poller(client, queues)
     total = poll.pending()
     before = poll.info()
+    drain_from = command_calls(client)
     own = poll.sent
     with process(cmd, env, log) as proc:
         deadline = time.monotonic() + 120
@@ -146,6 +160,8 @@ def run(
         time.sleep(0.5)
         after = poll.info()
         drain_cmds = after - before - (poll.sent - own)
+        if args.verbose:
+            print(f"  {name} commands/event: {top(drain_from, command_calls(client), args.events)}")
         latencies = []
         for _ in range(args.probes):
             sent = time.time()
@@ -158,8 +174,12 @@ def run(
         time.sleep(3)
         own = poll.sent
         before = poll.info()
+        idle_from = command_calls(client)
         time.sleep(args.idle)
+        idle_to = command_calls(client)
         idle = (poll.info() - before - (poll.sent - own)) / args.idle
+        if args.verbose:
+            print(f"  {name} idle commands/s: {top(idle_from, idle_to, args.idle)}")
     return {
         "drain/s": drained,
         "p50 ms": statistics.median(latencies),
@@ -177,6 +197,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--verbose", action="store_true", help="the top commands of each run")
     parser.add_argument("--only", default="bus,celery,celery+bus", help="runs, comma-separated")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="raptorbus-drain-"))
