@@ -202,6 +202,10 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self._recorded: set[str] = set()
         self._no_ack_tags: set[str] = set()
         self._pop_script: Any = None
+        # The last pop left messages queued: the next one goes without a BRPOP.
+        self._pop_next = False
+        # The queues of a pop script sent in place of a BRPOP, awaiting its reply.
+        self._popping: list[str] | None = None
         self._sync_client: Any = None
         options = self.connection.client.transport_options
         self.owner: str | None = options.get(OWNER_OPTION) or None
@@ -305,11 +309,19 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         delivery on a closing channel; a dead socket is no reason to fail the close."""
         HOLDERS.discard(self)
         if self._in_poll:
+            popping, self._popping = self._popping, None
             try:
-                self.client.parse_response(self.client.connection, "BRPOP")
+                reply = self.client.parse_response(self.client.connection, "BRPOP")
+                if popping is not None and reply and reply[1]:
+                    # A pop sent in place of a BRPOP took a message: hand it back.
+                    self.qos.restore_by_tag(bytes_to_str(reply[1]))
             except _CONNECTION_ERRORS:
                 with contextlib.suppress(*_CONNECTION_ERRORS):
                     self.client.connection.disconnect()
+                if popping is not None and self.owner:
+                    NEEDS_SWEEP.add(self.owner)
+            except redis.exceptions.ResponseError:
+                pass  # a pop the server refused took nothing
             finally:
                 self._in_poll = None
         super().close()
@@ -351,32 +363,41 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         tags = [t for t, q in self._tag_to_queue.items() if q == queue]
         return not tags or any(t not in self._no_ack_tags for t in tags)
 
-    def _pop(self, queues: list[str]) -> tuple[str, bytes, str] | None:
-        """One message from ``queues``, priority first across all of them as stock
-        Kombu's BRPOP key order does; re-arms the wake token of every queue that
-        still holds messages, so a token lost with a dead connection is repaired
-        by the next pop of any consumer."""
+    def _pop_call(self, queues: list[str]) -> tuple[list[str], list[Any]]:
+        """The pop script's keys and arguments for ``queues``."""
         owned = keys.owned(self.owner) if self.owner else ""
         script_keys = [self.unacked_key, self.unacked_index_key, MALFORMED_KEY, owned]
         script_keys += [wake_key(q) for q in queues]
         script_keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
+        return script_keys, [time(), len(queues), *acks, *queues]
+
+    def _pop(self, queues: list[str]) -> tuple[str, bytes, str] | None:
+        """One message from ``queues``, priority first across all of them as stock
+        Kombu's BRPOP key order does; re-arms the wake token of every queue that
+        still holds messages, so a token lost with a dead connection is repaired
+        by the next pop of any consumer."""
+        script_keys, args = self._pop_call(queues)
         with self.conn_or_acquire() as client:
             if self.owner in NEEDS_SWEEP:
                 sweep(client, self.owner, self.priority_steps, self.sep)
             if self._pop_script is None:
                 self._pop_script = scripts.register(client, "pop")
             try:
-                result = self._pop_script(
-                    keys=script_keys, args=[time(), len(queues), *acks, *queues], client=client
-                )
+                result = self._pop_script(keys=script_keys, args=args, client=client)
             except _CONNECTION_ERRORS:
                 if self.owner:
                     self.needs_sweep.add(self.owner)
                 raise
+        return self._popped(result, queues)
+
+    def _popped(self, result: Any, queues: list[str]) -> tuple[str, bytes, str] | None:
+        """The pop script's reply as (queue, message, tag), or None."""
         if not result:
+            self._pop_next = False
             return None
-        item, tag, index = result
+        item, tag, index, more = result
+        self._pop_next = bool(int(more))
         queue = queues[int(index) - 1]
         if not item:
             logger.error(f"unparseable message on queue {queue!r} moved to {MALFORMED_KEY}")
@@ -398,6 +419,14 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             return
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
+        if self._pop_next and self._pop_script is not None and self.owner not in NEEDS_SWEEP:
+            # The last pop left messages queued: pop at once, in the round trip
+            # the BRPOP would have cost (its token stays for other consumers).
+            script_keys, args = self._pop_call(queues)
+            self._popping = queues
+            sha, count = self._pop_script.sha, len(script_keys)
+            self.client.connection.send_command("EVALSHA", sha, count, *script_keys, *args)
+            return
         # Never block forever: the timeout is the fallback for a message written
         # without a wake token.
         wait = timeout if timeout and timeout > 0 else 1
@@ -405,17 +434,29 @@ class Channel(_RedisChannel):  # type: ignore[misc]
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
+            popping, self._popping = self._popping, None
+            command = "BRPOP" if popping is None else "EVALSHA"
             try:
-                token = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                reply = self.client.parse_response(self.client.connection, command, **options)
+            except redis.exceptions.NoScriptError:
+                # A restarted server forgot the script: the BRPOP path loads it.
+                self._pop_next = False
+                raise Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()
+                if popping is not None and self.owner:
+                    NEEDS_SWEEP.add(self.owner)  # the pop may have run
                 raise
-            queues = self._queue_cycle.consume(len(self.active_queues))
-            if token is None and queues and not self._any_waiting(queues):
-                # A timeout with nothing queued: one EXISTS instead of the pop
-                # script (its RPOPs and wake bookkeeping), every idle second.
-                raise Empty()
-            popped = self._pop(queues) if queues else None
+            if popping is not None:
+                queues = popping
+                popped = self._popped(reply, queues)
+            else:
+                queues = self._queue_cycle.consume(len(self.active_queues))
+                if reply is None and queues and not self._any_waiting(queues):
+                    # A timeout with nothing queued: one EXISTS instead of the pop
+                    # script (its RPOPs and wake bookkeeping), every idle second.
+                    raise Empty()
+                popped = self._pop(queues) if queues else None
             if popped is None:
                 raise Empty()
             queue, item, tag = popped

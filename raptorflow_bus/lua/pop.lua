@@ -12,7 +12,9 @@
 -- ARGV[2]          nq, the number of queues
 -- ARGV[3 .. 2+nq]  '1' where the queue's consumer acks (record it), else '0'
 -- ARGV[3+nq ..]    queue names
--- Returns false, or {message, tag or '', queue index}; message '' = quarantined.
+-- Returns false when nothing was queued, or {message, tag or '', queue index,
+-- more}; message '' = quarantined; more = 1 when any queue still holds
+-- messages (the consumer then pops again without waiting for a token).
 local nq = tonumber(ARGV[2])
 local first = 5 + nq
 local item, qi
@@ -20,12 +22,14 @@ for j = 0, #KEYS - first do
   item = redis.call('RPOP', KEYS[first + j])
   if item then qi = (j % nq) + 1; break end
 end
+local more = 0
 for q = 1, nq do
   -- One EXISTS per queue over its priority lists (an empty list does not
   -- exist), not one LLEN per list.
   local lists = {}
   for s = first + q - 1, #KEYS, nq do table.insert(lists, KEYS[s]) end
   if redis.call('EXISTS', unpack(lists)) > 0 then
+    more = 1
     redis.call('LPUSH', KEYS[4 + q], '1')
     redis.call('LTRIM', KEYS[4 + q], 0, 0)
   else
@@ -33,12 +37,12 @@ for q = 1, nq do
   end
 end
 if not item then return false end
-if ARGV[2 + qi] ~= '1' then return {item, '', qi} end
+if ARGV[2 + qi] ~= '1' then return {item, '', qi, more} end
 local ok, msg = pcall(cjson.decode, item)
 if not ok or type(msg) ~= 'table' or type(msg.properties) ~= 'table'
     or type(msg.properties.delivery_tag) ~= 'string' then
   redis.call('LPUSH', KEYS[3], item)
-  return {'', '', qi}
+  return {'', '', qi, more}
 end
 -- Recorded against the anonymous exchange with the queue it was taken from as
 -- routing key, whatever the message says it was published to: a restore (the
@@ -48,4 +52,4 @@ local tag = msg.properties.delivery_tag
 redis.call('HSET', KEYS[1], tag, '[' .. item .. ',"",' .. cjson.encode(ARGV[2 + nq + qi]) .. ']')
 redis.call('ZADD', KEYS[2], ARGV[1], tag)
 if KEYS[4] ~= '' then redis.call('HSET', KEYS[4], tag, ARGV[2 + nq + qi]) end
-return {item, tag, qi}
+return {item, tag, qi, more}
