@@ -161,6 +161,16 @@ class QoS(_RedisQoS):  # type: ignore[misc]
         else:
             super().append(message, delivery_tag)
 
+    def ack(self, delivery_tag: Any) -> None:
+        """While a backlog drains, the next pop script follows at once and carries
+        this ack (one round trip less per message); else Kombu's own ack. A crash
+        in between leaves the delivery unacked: its redelivery finds the done
+        record of the run that finished."""
+        if self.channel.defer_ack(delivery_tag):
+            _VirtualQoS.ack(self, delivery_tag)
+        else:
+            super().ack(delivery_tag)
+
     def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
         """Kombu wraps an ack's two deletes in MULTI/EXEC (four commands); they are
         idempotent, and the unacked record goes first: a connection lost after it
@@ -205,7 +215,9 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         # The last pop left messages queued: the next one goes without a BRPOP.
         self._pop_next = False
         # The queues of a pop script sent in place of a BRPOP, awaiting its reply.
-        self._popping: list[str] | None = None
+        self._popping: tuple[list[str], list[str]] | None = None
+        # Acks held back for that next pop script to carry.
+        self._pending_acks: list[str] = []
         self._sync_client: Any = None
         options = self.connection.client.transport_options
         self.owner: str | None = options.get(OWNER_OPTION) or None
@@ -308,6 +320,12 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         """A BRPOP still in flight is read and dropped, never turned into a
         delivery on a closing channel; a dead socket is no reason to fail the close."""
         HOLDERS.discard(self)
+        try:
+            self._flush_acks()
+        except _CONNECTION_ERRORS:
+            # Unacked in Redis, done in fact: their redelivery finds the done records.
+            if self.owner:
+                NEEDS_SWEEP.add(self.owner)
         if self._in_poll:
             popping, self._popping = self._popping, None
             try:
@@ -345,6 +363,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
 
     def basic_cancel(self, consumer_tag: str) -> Any:
+        self._flush_acks()
         result = super().basic_cancel(consumer_tag)
         if consumer_tag not in self._consumers:
             self._no_ack_tags.discard(consumer_tag)
@@ -363,14 +382,40 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         tags = [t for t, q in self._tag_to_queue.items() if q == queue]
         return not tags or any(t not in self._no_ack_tags for t in tags)
 
+    def defer_ack(self, delivery_tag: Any) -> bool:
+        """Hold an ack back for the next pop, if one follows at once (the last pop
+        left messages queued and no read is pending)."""
+        if self._pop_next and self._in_poll is None and not self._closing:
+            self._pending_acks.append(str(delivery_tag))
+            return True
+        return False
+
+    def _take_acks(self) -> list[str]:
+        acks, self._pending_acks = self._pending_acks, []
+        return acks
+
+    def _flush_acks(self) -> None:
+        """Write the acks held back, when no pop will carry them."""
+        acks = self._take_acks()
+        if not acks:
+            return
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.hdel(self.unacked_key, *acks).zrem(self.unacked_index_key, *acks)
+            if self.owner:
+                pipe.hdel(keys.owned(self.owner), *acks)
+            pipe.execute()
+
     def _pop_call(self, queues: list[str]) -> tuple[list[str], list[Any]]:
-        """The pop script's keys and arguments for ``queues``."""
+        """The pop script's keys and arguments for ``queues``, with the acks held
+        back for it."""
         owned = keys.owned(self.owner) if self.owner else ""
         script_keys = [self.unacked_key, self.unacked_index_key, MALFORMED_KEY, owned]
         script_keys += [wake_key(q) for q in queues]
         script_keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
-        return script_keys, [time(), len(queues), *acks, *queues]
+        held = self._take_acks()
+        return script_keys, [time(), len(queues), *acks, *queues, len(held), *held]
 
     def _pop(self, queues: list[str]) -> tuple[str, bytes, str] | None:
         """One message from ``queues``, priority first across all of them as stock
@@ -415,15 +460,20 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         if timeout is None:
             timeout = self.brpop_timeout
         queues = self._queue_cycle.consume(len(self.active_queues))
+        pop_now = self._pop_next and self._pop_script is not None and self.owner not in NEEDS_SWEEP
+        if not (queues and pop_now):
+            self._flush_acks()
         if not queues:
             return
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
-        if self._pop_next and self._pop_script is not None and self.owner not in NEEDS_SWEEP:
+        if pop_now:
             # The last pop left messages queued: pop at once, in the round trip
-            # the BRPOP would have cost (its token stays for other consumers).
+            # the BRPOP would have cost (its token stays for other consumers),
+            # carrying the acks held back meanwhile.
+            acks = list(self._pending_acks)
             script_keys, args = self._pop_call(queues)
-            self._popping = queues
+            self._popping = (queues, acks)
             sha, count = self._pop_script.sha, len(script_keys)
             self.client.connection.send_command("EVALSHA", sha, count, *script_keys, *args)
             return
@@ -433,44 +483,49 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self.client.connection.send_command("BRPOP", *[wake_key(q) for q in queues], wait)
 
     def _brpop_read(self, **options: Any) -> bool:
+        """Read the reply of the BRPOP (or of the pop sent in its place), then
+        deliver. Nothing is in flight once the reply is read: a handler run by a
+        solo pool inside the delivery may ack, and the channel may close."""
+        popping, self._popping = self._popping, None
+        command = "BRPOP" if popping is None else "EVALSHA"
         try:
-            popping, self._popping = self._popping, None
-            command = "BRPOP" if popping is None else "EVALSHA"
             try:
                 reply = self.client.parse_response(self.client.connection, command, **options)
-            except redis.exceptions.NoScriptError:
-                # A restarted server forgot the script: the BRPOP path loads it.
-                self._pop_next = False
-                raise Empty() from None
-            except self.connection_errors:
-                self.client.connection.disconnect()
-                if popping is not None and self.owner:
-                    NEEDS_SWEEP.add(self.owner)  # the pop may have run
-                raise
-            if popping is not None:
-                queues = popping
-                popped = self._popped(reply, queues)
-            else:
-                queues = self._queue_cycle.consume(len(self.active_queues))
-                if reply is None and queues and not self._any_waiting(queues):
-                    # A timeout with nothing queued: one EXISTS instead of the pop
-                    # script (its RPOPs and wake bookkeeping), every idle second.
-                    raise Empty()
-                popped = self._pop(queues) if queues else None
-            if popped is None:
-                raise Empty()
-            queue, item, tag = popped
-            if tag:
-                self._recorded.add(tag)
-            try:
-                self._queue_cycle.rotate(queue)
-                self.connection._deliver(loads(bytes_to_str(item)), queue)
             finally:
-                self._recorded.discard(tag)
-            return True
+                self._in_poll = None
+                self._flush_brpop_reauth()
+        except redis.exceptions.NoScriptError:
+            # A restarted server forgot the script: the BRPOP path loads it,
+            # after writing the acks this call did not carry.
+            self._pop_next = False
+            self._pending_acks[:0] = popping[1] if popping else []
+            raise Empty() from None
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            if popping is not None and self.owner:
+                NEEDS_SWEEP.add(self.owner)  # the pop may have run
+            raise
+        if popping is not None:
+            queues = popping[0]
+            popped = self._popped(reply, queues)
+        else:
+            queues = self._queue_cycle.consume(len(self.active_queues))
+            if reply is None and queues and not self._any_waiting(queues):
+                # A timeout with nothing queued: one EXISTS instead of the pop
+                # script (its RPOPs and wake bookkeeping), every idle second.
+                raise Empty()
+            popped = self._pop(queues) if queues else None
+        if popped is None:
+            raise Empty()
+        queue, item, tag = popped
+        if tag:
+            self._recorded.add(tag)
+        try:
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(loads(bytes_to_str(item)), queue)
         finally:
-            self._in_poll = None
-            self._flush_brpop_reauth()
+            self._recorded.discard(tag)
+        return True
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         batch = kwargs.get("_publish_batch")

@@ -1,4 +1,5 @@
--- Pop one message for a consumer and record it as unacked in the same step.
+-- Pop one message for a consumer and record it as unacked in the same step
+-- (after acking the deliveries the consumer acked since its last pop).
 -- Priority first across all the consumer's queues, as stock Kombu's BRPOP key
 -- order does; re-arms the wake token of every queue still holding messages.
 --
@@ -11,12 +12,22 @@
 -- ARGV[1]          now (unix seconds)
 -- ARGV[2]          nq, the number of queues
 -- ARGV[3 .. 2+nq]  '1' where the queue's consumer acks (record it), else '0'
--- ARGV[3+nq ..]    queue names
+-- ARGV[3+nq .. 2+2nq]  queue names
+-- ARGV[3+2nq]      na, the number of deliveries to ack first (whose acks the
+--                  consumer held back for this call), then their tags
 -- Returns false when nothing was queued, or {message, tag or '', queue index,
 -- more}; message '' = quarantined; more = 1 when any queue still holds
 -- messages (the consumer then pops again without waiting for a token).
 local nq = tonumber(ARGV[2])
 local first = 5 + nq
+local na = tonumber(ARGV[3 + 2 * nq] or '0')
+if na > 0 then
+  local tags = {}
+  for i = 1, na do tags[i] = ARGV[3 + 2 * nq + i] end
+  redis.call('HDEL', KEYS[1], unpack(tags))
+  redis.call('ZREM', KEYS[2], unpack(tags))
+  if KEYS[4] ~= '' then redis.call('HDEL', KEYS[4], unpack(tags)) end
+end
 local item, qi
 for j = 0, #KEYS - first do
   item = redis.call('RPOP', KEYS[first + j])
