@@ -60,9 +60,10 @@ def commands(client: redis.Redis[bytes]) -> int:
     return sum(command_calls(client).values())
 
 
-def top(before: dict[str, int], after: dict[str, int], per: float) -> str:
-    """The commands that grew most between two snapshots, per ``per``."""
-    grown = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+def top(before: dict[str, int], after: dict[str, int], per: float, own: dict[str, int]) -> str:
+    """The commands that grew most between two snapshots, per ``per``, less ``own``."""
+    grown = {k: n - before.get(k, 0) - own.get(k, 0) for k, n in after.items()}
+    grown = {k: n for k, n in grown.items() if n > 0}
     ranked = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
     return " ".join(f"{k}={n / per:.1f}" for k, n in ranked)
 
@@ -84,6 +85,7 @@ class Poller:
         self.client = client
         self.lists = [priority_list(q, s) for q in queues for s in PRIORITY_STEPS]
         self.sent = 0
+        self.by_command: dict[str, int] = {}
 
     def pending(self) -> int:
         pipe = self.client.pipeline(transaction=False)
@@ -91,6 +93,8 @@ class Poller:
             pipe.llen(name)
         pipe.hlen("unacked")
         self.sent += len(self.lists) + 1
+        self.by_command["llen"] = self.by_command.get("llen", 0) + len(self.lists)
+        self.by_command["hlen"] = self.by_command.get("hlen", 0) + 1
         return sum(int(n) for n in pipe.execute())
 
     def info(self) -> int:
@@ -161,7 +165,8 @@ def run(
         after = poll.info()
         drain_cmds = after - before - (poll.sent - own)
         if args.verbose:
-            print(f"  {name} commands/event: {top(drain_from, command_calls(client), args.events)}")
+            grown = top(drain_from, command_calls(client), args.events, poll.by_command)
+            print(f"  {name} commands/event: {grown}")
         latencies = []
         for _ in range(args.probes):
             sent = time.time()
@@ -179,7 +184,7 @@ def run(
         idle_to = command_calls(client)
         idle = (poll.info() - before - (poll.sent - own)) / args.idle
         if args.verbose:
-            print(f"  {name} idle commands/s: {top(idle_from, idle_to, args.idle)}")
+            print(f"  {name} idle commands/s: {top(idle_from, idle_to, args.idle, {})}")
     return {
         "drain/s": drained,
         "p50 ms": statistics.median(latencies),

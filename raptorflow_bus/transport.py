@@ -24,7 +24,14 @@ bus's publishers check their cached binding table against (``publisher``).
 
 The Lua pop costs what Kombu's second round trip cost; with one Redis client
 kept per channel, plain Celery drains about 1,000 no-op tasks/s on this
-transport against 700-770 on the stock one (``bench/throughput.py``)."""
+transport against 700-770 on the stock one (``bench/throughput.py``).
+
+A backlog costs one round trip per message: while the last pop left messages
+queued, the next pop script goes out in place of the BRPOP (its token stays
+for other consumers), and the ack of the message just handled rides on it
+instead of a pipeline of its own (a crash in between leaves a finished run
+unacked, and its redelivery finds the run's done record). An idle BRPOP
+timeout costs one EXISTS over the queues' lists, not a pop."""
 
 from __future__ import annotations
 
@@ -254,11 +261,13 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         )
 
     def held_tags(self) -> list[str]:
-        """What this channel holds: its deliveries in hand, and those popped but
-        not yet delivered (read from other threads: copied in one step)."""
-        qos = self._qos
-        delivered = list(qos._delivered) if qos is not None else []
-        return [str(tag) for tag in delivered] + list(self._recorded)
+        """What this channel holds: its deliveries in hand, those popped but not
+        yet delivered, and those acked but not yet written (read from other
+        threads: each copied in one step)."""
+        qos, popping = self._qos, self._popping
+        tags = [str(tag) for tag in (list(qos._delivered) if qos is not None else [])]
+        tags += list(self._recorded) + list(self._pending_acks)
+        return tags + (list(popping[1]) if popping else [])
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Kombu's bind, then the version bump that tells every bus publisher its
