@@ -41,8 +41,9 @@ for q = 1, nq do
   for s = first + q - 1, #KEYS, nq do table.insert(lists, KEYS[s]) end
   if redis.call('EXISTS', unpack(lists)) > 0 then
     more = 1
-    redis.call('LPUSH', KEYS[4 + q], '1')
-    redis.call('LTRIM', KEYS[4 + q], 0, 0)
+    -- A token already there (a consumer popping a backlog without BRPOP
+    -- leaves it) is enough: one EXISTS instead of LPUSH and LTRIM.
+    if redis.call('EXISTS', KEYS[4 + q]) == 0 then redis.call('LPUSH', KEYS[4 + q], '1') end
   else
     redis.call('DEL', KEYS[4 + q])
   end
