@@ -53,6 +53,10 @@ MAX_PAUSE_SECONDS = 1.0
 
 
 class EventHop:
+    """The hop of ``consumers``' event queues for the worker ``owner``: ``run``
+    is its loop (``start``/``stop`` in a thread); ``pop``, ``commit`` and
+    ``step`` are its parts, for tests and tools."""
+
     def __init__(
         self,
         bus: Bus,
