@@ -74,3 +74,6 @@ raptorbus_dedup_ttl_seconds = 7200
 # A dead worker's unacked deliveries are back in their queues within this many
 # seconds of its last heartbeat (RAPTORBUS_RECLAIM_SECONDS overrides it).
 raptorbus_reclaim_seconds = 15.0
+# A guild worker's event hop pops at most this many events at a time (its
+# prefetch): one alone when one waits, a backlog in batches (raptorflow_bus.hop).
+raptorbus_event_batch = 50

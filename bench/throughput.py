@@ -106,7 +106,7 @@ def bench_drain(url: str, n: int) -> dict[str, float]:
 
     bus.subscribe("signal.detected", noop, guild="research")
     bus.emit_many([("signal.detected", SIGNAL)] * n, workspace_id="ws-bench")
-    bus.app.steps["consumer"].add(make_event_step(bus, ["research"]))
+    bus.app.steps["worker"].add(make_event_step(bus, ["research"]))
     start = time.perf_counter()
     with start_worker(
         bus.app,

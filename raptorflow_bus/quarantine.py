@@ -39,11 +39,14 @@ def quarantine(
     body: Any = None,
     envelope: Envelope | None = None,
     handler: str = DISPATCH,
+    key: str | None = None,
 ) -> DeadLetter:
-    """Dead-letter a message that must not run; returns the letter."""
+    """Dead-letter a message that must not run; returns the letter. ``key`` names
+    the message for good (the event hop passes its delivery tag): the same
+    message rejected again after a redelivery replaces its letter."""
     now = utcnow()
     letter = DeadLetter(
-        id=f"rejected-{guild}-{uuid.uuid4().hex}",
+        id=f"rejected-{guild}-{key or uuid.uuid4().hex}",
         envelope=envelope,
         raw_body=None if body is None else raw_text(body)[:RAW_BODY_LIMIT],
         handler=handler,

@@ -102,14 +102,29 @@ class Reaper:
         marks it, and its priority."""
         try:
             message: Any = json.loads(stored)[0]
-            message["headers"]["redelivered"] = True
-            properties = message["properties"]
-            properties["delivery_info"]["redelivered"] = True
-            priority = int(properties.get("priority") or 0)
         except (ValueError, TypeError, KeyError, IndexError):
             return None
-        return json.dumps(message), priority
+        return redelivered(message)
 
     def _priority_list(self, queue: str, priority: int) -> str:
-        step = self._steps[max(bisect(self._steps, priority) - 1, 0)]
-        return queue if step == 0 else f"{queue}{self._sep}{step}"
+        return step_list(queue, priority, self._steps, self._sep)
+
+
+def redelivered(message: Any) -> tuple[str, int] | None:
+    """A Kombu message (parsed) marked redelivered as Kombu's restore marks it, as
+    text, and its priority; None if it is not shaped like one."""
+    try:
+        message["headers"]["redelivered"] = True
+        properties = message["properties"]
+        properties["delivery_info"]["redelivered"] = True
+        priority = int(properties.get("priority") or 0)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    return json.dumps(message), priority
+
+
+def step_list(queue: str, priority: int, steps: Sequence[int], sep: str) -> str:
+    """The list of ``queue`` a message of ``priority`` goes to (Kombu's rule:
+    the highest step not above it; ``steps`` sorted)."""
+    step = steps[max(bisect(steps, priority) - 1, 0)]
+    return queue if step == 0 else f"{queue}{sep}{step}"

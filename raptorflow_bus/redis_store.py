@@ -51,6 +51,7 @@ class RedisStore:
         self._dlq_put = scripts.register(client, "dlq_put")
         self._dlq_remove = scripts.register(client, "dlq_remove")
         self._claim = scripts.register(client, "claim")
+        self._finish = scripts.register(client, "finish")
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
         dup = [x for (s, c), n in duplicate_counts.items() for x in (metric_field(s, c), n)]
@@ -72,12 +73,10 @@ class RedisStore:
         be written before another pool child claims the copy."""
         deadline = time.monotonic() + FINISH_PATIENCE_SECONDS
         pause = 0.05
+        fields = [x for (s, c), n in counts.items() for x in (metric_field(s, c), n)]
         while True:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(DONE_PREFIX + task_id, b"1", ex=ttl_seconds)
-            self._add(pipe, counts)
             try:
-                pipe.execute()
+                self._finish(keys=[DONE_PREFIX + task_id, METRICS_KEY], args=[ttl_seconds, *fields])
                 return
             except redis.ConnectionError:
                 if time.monotonic() + pause > deadline:

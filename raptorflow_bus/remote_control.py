@@ -1,8 +1,8 @@
 """Two of Celery's remote control commands, as a guild worker answers them.
 
-A guild worker reads its event queue through a consumer bootstep (the event
-step, ``raptorflow_bus.worker``), not through Celery's task consumer, and
-Celery's commands only know the task consumer:
+A guild worker reads its event queue through a worker bootstep of its own
+(the event hop, ``raptorflow_bus.worker``), not through Celery's task
+consumer, and Celery's commands only know the task consumer:
 
 - ``active_queues`` would name the handler queue alone. Flower lists exactly
   the queues these replies name, so it would never show an event queue's
@@ -31,9 +31,11 @@ EVENT_STEP = "raptorbus.EventDispatch"
 
 
 def _event_queues(state: Any) -> list[Queue]:
-    consumer = state.consumer
-    step = consumer.blueprint.steps.get(EVENT_STEP) if consumer.blueprint else None
-    return [q for c in getattr(step, "consumers", None) or [] for q in c.queues]
+    """The queues of the worker's event hop (a worker bootstep)."""
+    worker = getattr(state.consumer, "controller", None)
+    blueprint = getattr(worker, "blueprint", None)
+    step = blueprint.steps.get(EVENT_STEP) if blueprint is not None else None
+    return list(getattr(step, "queues", None) or [])
 
 
 def active_queues(state: Any) -> list[dict[str, Any]]:

@@ -64,6 +64,10 @@ class Topology:
     _route_cache: dict[str, tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # Read by every handler run (its expiry check): computed once per pair.
+    _retention_cache: dict[tuple[str, str], timedelta] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.dlq_capacity <= 0:
@@ -146,13 +150,18 @@ class Topology:
 
     def retention(self, event_type: str, consumer: str) -> timedelta:
         """The longest retention among the channels through which ``consumer`` hears it."""
+        cached = self._retention_cache.get((event_type, consumer))
+        if cached is not None:
+            return cached
         heard = set(self.consumer(consumer).channels)
         hours = [
             self.channels[ch].retention_hours for ch in self.channels_for(event_type) if ch in heard
         ]
-        return timedelta(
+        cached = timedelta(
             hours=max(hours, default=max(c.retention_hours for c in self.channels.values()))
         )
+        self._retention_cache[(event_type, consumer)] = cached
+        return cached
 
     def max_length(self, consumer: str) -> int:
         return max(self.channels[ch].max_queue_length for ch in self.consumer(consumer).channels)

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
 
 from celery.exceptions import Reject, Retry
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Q = TypeVar("Q")
 SCOPE = "raptorflow_bus"
 TRACE_KEYS = ("traceparent", "tracestate")
 
@@ -205,11 +206,12 @@ traced_send_many: Callable[[Callable[P, R]], Callable[P, R]] = _traced_emit(
 )
 
 
-def traced_dispatch(func: Callable[P, int]) -> Callable[P, int]:
-    """``dispatch(bus, envelope, consumer, ...)`` inside a span parented on the envelope."""
+def traced_dispatch(func: Callable[P, Q]) -> Callable[P, Q]:
+    """``dispatch(bus, envelope, consumer, ...)`` inside a span parented on the
+    envelope; what it returns is, or has the length of, the handlers queued."""
 
     @functools.wraps(func)
-    def dispatch(*args: P.args, **kwargs: P.kwargs) -> int:
+    def dispatch(*args: P.args, **kwargs: P.kwargs) -> Q:
         tracer = _tracer()
         if tracer is None:
             return func(*args, **kwargs)
@@ -224,7 +226,8 @@ def traced_dispatch(func: Callable[P, int]) -> Callable[P, int]:
             attributes={**_envelope_attributes(envelope), "raptorbus.guild": consumer},
         ) as span:
             queued = func(*args, **kwargs)
-            span.set_attribute("raptorbus.handlers", queued)
+            count = queued if isinstance(queued, int) else len(cast(Sized, queued))
+            span.set_attribute("raptorbus.handlers", count)
             return queued
 
     return dispatch

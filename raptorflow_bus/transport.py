@@ -24,7 +24,14 @@ bus's publishers check their cached binding table against (``publisher``).
 
 The Lua pop costs what Kombu's second round trip cost; with one Redis client
 kept per channel, plain Celery drains about 1,000 no-op tasks/s on this
-transport against 700-770 on the stock one (``bench/throughput.py``)."""
+transport against 700-770 on the stock one (``bench/throughput.py``).
+
+A backlog costs one round trip per message: while the last pop left messages
+queued, the next pop script goes out in place of the BRPOP (its token stays
+for other consumers), and the ack of the message just handled rides on it
+instead of a pipeline of its own (a crash in between leaves a finished run
+unacked, and its redelivery finds the run's done record). An idle BRPOP
+timeout costs one EXISTS over the queues' lists, not a pop."""
 
 from __future__ import annotations
 
@@ -33,11 +40,11 @@ import json
 import logging
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import redis
 import redis.sentinel
@@ -91,6 +98,7 @@ def kombu_message(
     priority: int,
     headers: dict[str, Any] | None = None,
     properties: dict[str, Any] | None = None,
+    delivery_tag: str | None = None,
 ) -> str:
     """A message exactly as Kombu's Redis channel stores it (body not re-encoded),
     addressed to ``queue`` through the anonymous exchange, so a restore goes
@@ -106,11 +114,48 @@ def kombu_message(
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": priority,
                 "delivery_mode": 2,
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": delivery_tag or str(uuid.uuid4()),
             },
         },
         separators=(",", ":"),
     )
+
+
+class Holder(Protocol):
+    """Something in this process that holds deliveries recorded against ``owner``."""
+
+    owner: str | None
+
+    def held_tags(self) -> list[str]: ...
+
+
+#: A lost connection can orphan deliveries this process owns: those of a
+#: channel that closed while Redis was away, and a pop whose reply never came
+#: back (the script ran, the message is recorded against this worker, and
+#: nobody holds it). Neither a reaper (this worker is alive) nor the channel
+#: (it is gone) would ever hand them back, so the next holder of this process
+#: that reaches Redis sweeps: every delivery recorded against its owner that no
+#: holder of the process holds goes back to its queue. The holders are the open
+#: channels and the guild worker's event hop (``raptorflow_bus.hop``). Process
+#: state on purpose: nothing else outlives the connection.
+HOLDERS: weakref.WeakSet[Holder] = weakref.WeakSet()
+NEEDS_SWEEP: set[str] = set()
+
+
+def sweep(client: Any, owner: str, priority_steps: Sequence[int], sep: str) -> int:
+    """Put back every delivery recorded against ``owner`` that no holder of this
+    process holds; returns how many went back."""
+    NEEDS_SWEEP.discard(owner)
+    try:
+        recorded = {t.decode() for t in client.hkeys(keys.owned(owner))}
+        held = {t for h in list(HOLDERS) if h.owner == owner for t in h.held_tags()}
+        orphans = recorded - held
+        if not orphans:
+            return 0
+        return Reaper(client, 0, priority_steps, sep).restore(owner, orphans)
+    except _CONNECTION_ERRORS:
+        NEEDS_SWEEP.add(owner)
+        raise
 
 
 class QoS(_RedisQoS):  # type: ignore[misc]
@@ -123,8 +168,25 @@ class QoS(_RedisQoS):  # type: ignore[misc]
         else:
             super().append(message, delivery_tag)
 
+    def ack(self, delivery_tag: Any) -> None:
+        """While a backlog drains, the next pop script follows at once and carries
+        this ack (one round trip less per message); else Kombu's own ack. A crash
+        in between leaves the delivery unacked: its redelivery finds the done
+        record of the run that finished."""
+        if self.channel.defer_ack(delivery_tag):
+            _VirtualQoS.ack(self, delivery_tag)
+        else:
+            super().ack(delivery_tag)
+
     def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
-        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        """Kombu wraps an ack's two deletes in MULTI/EXEC (four commands); they are
+        idempotent, and the unacked record goes first: a connection lost after it
+        leaves index and owner entries that every restore path skips for want of
+        the record. A restore's transaction passes its own pipeline."""
+        if pipe is None:
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+        pipe.hdel(self.unacked_key, delivery_tag).zrem(self.unacked_index_key, delivery_tag)
         owner = self.channel.owner
         return pipe.hdel(keys.owned(owner), delivery_tag) if owner else pipe
 
@@ -144,16 +206,7 @@ class QoS(_RedisQoS):  # type: ignore[misc]
 class Channel(_RedisChannel):  # type: ignore[misc]
     QoS = QoS
 
-    #: A lost connection can orphan deliveries this process owns: those of a
-    #: channel that closed while Redis was away, and a pop whose reply never
-    #: came back (the script ran, the message is recorded against this worker,
-    #: and nobody holds it). Neither a reaper (this worker is alive) nor the
-    #: channel (it is gone) would ever hand them back, so the next channel of
-    #: this process that reaches Redis sweeps: every delivery recorded against
-    #: its owner that no open channel of the process holds goes back to its
-    #: queue. Process state on purpose: nothing else outlives the connection.
-    open_channels: ClassVar[weakref.WeakSet[Channel]] = weakref.WeakSet()
-    needs_sweep: ClassVar[set[str]] = set()
+    needs_sweep: ClassVar[set[str]] = NEEDS_SWEEP
     _in_poll: Any
     _closing: bool
     _qos: Any
@@ -166,10 +219,16 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self._recorded: set[str] = set()
         self._no_ack_tags: set[str] = set()
         self._pop_script: Any = None
+        # The last pop left messages queued: the next one goes without a BRPOP.
+        self._pop_next = False
+        # The queues of a pop script sent in place of a BRPOP, awaiting its reply.
+        self._popping: tuple[list[str], list[str]] | None = None
+        # Acks held back for that next pop script to carry.
+        self._pending_acks: list[str] = []
         self._sync_client: Any = None
         options = self.connection.client.transport_options
         self.owner: str | None = options.get(OWNER_OPTION) or None
-        self.open_channels.add(self)
+        HOLDERS.add(self)
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         """Kombu reads these from the connection, which a lost connection has
@@ -201,23 +260,14 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             "as Redis is reachable"
         )
 
-    def _sweep(self, client: Any) -> None:
-        owner = str(self.owner)
-        self.needs_sweep.discard(owner)
-        try:
-            recorded = {t.decode() for t in client.hkeys(keys.owned(owner))}
-            held = {
-                str(tag)
-                for channel in list(self.open_channels)
-                if channel.owner == owner and channel._qos is not None
-                for tag in channel._qos._delivered
-            }
-            orphans = recorded - held - self._recorded
-            if orphans:
-                Reaper(client, 0, self.priority_steps, self.sep).restore(owner, orphans)
-        except _CONNECTION_ERRORS:
-            self.needs_sweep.add(owner)
-            raise
+    def held_tags(self) -> list[str]:
+        """What this channel holds: its deliveries in hand, those popped but not
+        yet delivered, and those acked but not yet written (read from other
+        threads: each copied in one step)."""
+        qos, popping = self._qos, self._popping
+        tags = [str(tag) for tag in (list(qos._delivered) if qos is not None else [])]
+        tags += list(self._recorded) + list(self._pending_acks)
+        return tags + (list(popping[1]) if popping else [])
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Kombu's bind, then the version bump that tells every bus publisher its
@@ -278,13 +328,27 @@ class Channel(_RedisChannel):  # type: ignore[misc]
     def close(self) -> None:
         """A BRPOP still in flight is read and dropped, never turned into a
         delivery on a closing channel; a dead socket is no reason to fail the close."""
-        self.open_channels.discard(self)
+        HOLDERS.discard(self)
+        try:
+            self._flush_acks()
+        except _CONNECTION_ERRORS:
+            # Unacked in Redis, done in fact: their redelivery finds the done records.
+            if self.owner:
+                NEEDS_SWEEP.add(self.owner)
         if self._in_poll:
+            popping, self._popping = self._popping, None
             try:
-                self.client.parse_response(self.client.connection, "BRPOP")
+                reply = self.client.parse_response(self.client.connection, "BRPOP")
+                if popping is not None and reply and reply[1]:
+                    # A pop sent in place of a BRPOP took a message: hand it back.
+                    self.qos.restore_by_tag(bytes_to_str(reply[1]))
             except _CONNECTION_ERRORS:
                 with contextlib.suppress(*_CONNECTION_ERRORS):
                     self.client.connection.disconnect()
+                if popping is not None and self.owner:
+                    NEEDS_SWEEP.add(self.owner)
+            except redis.exceptions.ResponseError:
+                pass  # a pop the server refused took nothing
             finally:
                 self._in_poll = None
         super().close()
@@ -308,6 +372,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
 
     def basic_cancel(self, consumer_tag: str) -> Any:
+        self._flush_acks()
         result = super().basic_cancel(consumer_tag)
         if consumer_tag not in self._consumers:
             self._no_ack_tags.discard(consumer_tag)
@@ -326,74 +391,150 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         tags = [t for t, q in self._tag_to_queue.items() if q == queue]
         return not tags or any(t not in self._no_ack_tags for t in tags)
 
-    def _pop(self, queues: list[str]) -> tuple[str, bytes, str] | None:
-        """One message from ``queues``, priority first across all of them as stock
-        Kombu's BRPOP key order does; re-arms the wake token of every queue that
-        still holds messages, so a token lost with a dead connection is repaired
-        by the next pop of any consumer."""
+    def defer_ack(self, delivery_tag: Any) -> bool:
+        """Hold an ack back for the next pop, if one follows at once (the last pop
+        left messages queued and no read is pending)."""
+        if self._pop_next and self._in_poll is None and not self._closing:
+            self._pending_acks.append(str(delivery_tag))
+            return True
+        return False
+
+    def _take_acks(self) -> list[str]:
+        acks, self._pending_acks = self._pending_acks, []
+        return acks
+
+    def _flush_acks(self) -> None:
+        """Write the acks held back, when no pop will carry them."""
+        acks = self._take_acks()
+        if not acks:
+            return
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.hdel(self.unacked_key, *acks).zrem(self.unacked_index_key, *acks)
+            if self.owner:
+                pipe.hdel(keys.owned(self.owner), *acks)
+            pipe.execute()
+
+    def _pop_call(self, queues: list[str]) -> tuple[list[str], list[Any]]:
+        """The pop script's keys and arguments for ``queues``, with the acks held
+        back for it."""
         owned = keys.owned(self.owner) if self.owner else ""
         script_keys = [self.unacked_key, self.unacked_index_key, MALFORMED_KEY, owned]
         script_keys += [wake_key(q) for q in queues]
         script_keys += [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acks = ["1" if self.ack_emulation and self._acks(q) else "0" for q in queues]
+        held = self._take_acks()
+        return script_keys, [time(), len(queues), *acks, *queues, len(held), *held]
+
+    def _pop(self, queues: list[str]) -> tuple[str, bytes, str] | None:
+        """One message from ``queues``, priority first across all of them as stock
+        Kombu's BRPOP key order does; re-arms the wake token of every queue that
+        still holds messages, so a token lost with a dead connection is repaired
+        by the next pop of any consumer."""
+        script_keys, args = self._pop_call(queues)
         with self.conn_or_acquire() as client:
-            if self.owner in self.needs_sweep:
-                self._sweep(client)
+            if self.owner in NEEDS_SWEEP:
+                sweep(client, self.owner, self.priority_steps, self.sep)
             if self._pop_script is None:
                 self._pop_script = scripts.register(client, "pop")
             try:
-                result = self._pop_script(
-                    keys=script_keys, args=[time(), len(queues), *acks, *queues], client=client
-                )
+                result = self._pop_script(keys=script_keys, args=args, client=client)
             except _CONNECTION_ERRORS:
                 if self.owner:
                     self.needs_sweep.add(self.owner)
                 raise
+        return self._popped(result, queues)
+
+    def _popped(self, result: Any, queues: list[str]) -> tuple[str, bytes, str] | None:
+        """The pop script's reply as (queue, message, tag), or None."""
         if not result:
+            self._pop_next = False
             return None
-        item, tag, index = result
+        item, tag, index, more = result
+        self._pop_next = bool(int(more))
         queue = queues[int(index) - 1]
         if not item:
             logger.error(f"unparseable message on queue {queue!r} moved to {MALFORMED_KEY}")
             return None
         return queue, item, bytes_to_str(tag)
 
+    def _any_waiting(self, queues: list[str]) -> bool:
+        """Whether any priority list of ``queues`` holds a message (a message
+        written without a wake token, by a stock Kombu producer for one)."""
+        lists = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
+        with self.conn_or_acquire() as client:
+            return bool(client.exists(*lists))
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
             timeout = self.brpop_timeout
         queues = self._queue_cycle.consume(len(self.active_queues))
+        pop_now = self._pop_next and self._pop_script is not None and self.owner not in NEEDS_SWEEP
+        if not (queues and pop_now):
+            self._flush_acks()
         if not queues:
             return
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
+        if pop_now:
+            # The last pop left messages queued: pop at once, in the round trip
+            # the BRPOP would have cost (its token stays for other consumers),
+            # carrying the acks held back meanwhile.
+            acks = list(self._pending_acks)
+            script_keys, args = self._pop_call(queues)
+            self._popping = (queues, acks)
+            sha, count = self._pop_script.sha, len(script_keys)
+            self.client.connection.send_command("EVALSHA", sha, count, *script_keys, *args)
+            return
         # Never block forever: the timeout is the fallback for a message written
         # without a wake token.
         wait = timeout if timeout and timeout > 0 else 1
         self.client.connection.send_command("BRPOP", *[wake_key(q) for q in queues], wait)
 
     def _brpop_read(self, **options: Any) -> bool:
+        """Read the reply of the BRPOP (or of the pop sent in its place), then
+        deliver. Nothing is in flight once the reply is read: a handler run by a
+        solo pool inside the delivery may ack, and the channel may close."""
+        popping, self._popping = self._popping, None
+        command = "BRPOP" if popping is None else "EVALSHA"
         try:
             try:
-                self.client.parse_response(self.client.connection, "BRPOP", **options)
-            except self.connection_errors:
-                self.client.connection.disconnect()
-                raise
-            queues = self._queue_cycle.consume(len(self.active_queues))
-            popped = self._pop(queues) if queues else None
-            if popped is None:
-                raise Empty()
-            queue, item, tag = popped
-            if tag:
-                self._recorded.add(tag)
-            try:
-                self._queue_cycle.rotate(queue)
-                self.connection._deliver(loads(bytes_to_str(item)), queue)
+                reply = self.client.parse_response(self.client.connection, command, **options)
             finally:
-                self._recorded.discard(tag)
-            return True
+                self._in_poll = None
+                self._flush_brpop_reauth()
+        except redis.exceptions.NoScriptError:
+            # A restarted server forgot the script: the BRPOP path loads it,
+            # after writing the acks this call did not carry.
+            self._pop_next = False
+            self._pending_acks[:0] = popping[1] if popping else []
+            raise Empty() from None
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            if popping is not None and self.owner:
+                NEEDS_SWEEP.add(self.owner)  # the pop may have run
+            raise
+        if popping is not None:
+            queues = popping[0]
+            popped = self._popped(reply, queues)
+        else:
+            queues = self._queue_cycle.consume(len(self.active_queues))
+            if reply is None and queues and not self._any_waiting(queues):
+                # A timeout with nothing queued: one EXISTS instead of the pop
+                # script (its RPOPs and wake bookkeeping), every idle second.
+                raise Empty()
+            popped = self._pop(queues) if queues else None
+        if popped is None:
+            raise Empty()
+        queue, item, tag = popped
+        if tag:
+            self._recorded.add(tag)
+        try:
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(loads(bytes_to_str(item)), queue)
         finally:
-            self._in_poll = None
-            self._flush_brpop_reauth()
+            self._recorded.discard(tag)
+        return True
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         batch = kwargs.get("_publish_batch")

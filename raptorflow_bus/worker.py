@@ -1,117 +1,79 @@
-"""A guild worker: a Celery worker on the guild's handler queue plus a consumer
-step on its event queue that turns each event into handler tasks.
+"""A guild worker: a Celery worker on the guild's handler queue plus the event
+hop (``raptorflow_bus.hop``) that turns the events of its event queue into
+handler tasks, in batches, in a thread of the worker's main process.
 
-The step runs in the worker's main process and publishes the handler tasks of
-one event in a single Redis pipeline before acking the event, so a crash in
-between redelivers the event and the deterministic task ids absorb the copy."""
+The hop is a worker bootstep, not a consumer one: it keeps its own connection
+and reconnects by itself, so Celery's consumer restarting after a lost
+connection neither stops it nor waits for it. It starts after the heartbeat
+(the reaper must know the worker before the worker holds anything) and stops
+before it, having committed the batch in hand."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from celery import bootsteps
 from celery.utils.nodenames import host_format
-from kombu import Consumer, Message
 
 from raptorflow_bus.bus import Bus
-from raptorflow_bus.dispatch import dispatch
-from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.guild_consumer import make_guild_consumer
 from raptorflow_bus.health_beacon import HealthBeacon, make_health_step
 from raptorflow_bus.heartbeat import Heartbeat, make_heartbeat_step, new_worker_id
-from raptorflow_bus.inbound import Rejected, accept, parse_body
-from raptorflow_bus.logs import OncePerOutage, log
-from raptorflow_bus.quarantine import oversized, quarantine
+from raptorflow_bus.hop import DEFAULT_BATCH, EventHop
+from raptorflow_bus.logs import OncePerOutage
 from raptorflow_bus.remote_control import EVENT_STEP
 from raptorflow_bus.remote_control import register as register_remote_control
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
 from raptorflow_bus.transport import OWNER_OPTION
 
 
-def make_event_step(bus: Bus, consumers: Sequence[str]) -> type[bootsteps.ConsumerStep]:
-    """A consumer bootstep bound to ``bus`` that reads the ``consumers``' event queues."""
+def make_event_step(
+    bus: Bus,
+    consumers: Sequence[str],
+    owner: str | None = None,
+    after: Sequence[type[bootsteps.Step]] = (),
+) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep (for ``app.steps["worker"]``) that hops the events of
+    ``consumers``' queues, as ``owner`` (default: the transport's owner option,
+    else a new id), starting after the steps in ``after``."""
     for name in consumers:
         bus.topology.consumer(name)
+    conf = bus.app.conf
+    options = conf.broker_transport_options
+    worker_id = owner or options.get(OWNER_OPTION) or new_worker_id(consumers)
 
-    class EventDispatch(bootsteps.ConsumerStep):
+    class EventDispatch(bootsteps.StartStopStep):
         name = EVENT_STEP
+        requires = ("celery.worker.components:Pool", *after)
 
-        def get_consumers(self, channel: Any) -> list[Consumer]:
-            return [
-                Consumer(
-                    channel,
-                    queues=[bus.topology.kombu_event_queue(name)],
-                    callbacks=[_on_message(bus, name)],
-                    on_decode_error=_on_decode_error(bus, name),
-                    # text/plain: a stock Kombu producer's envelope JSON (inbound).
-                    accept=["json", "text/plain"],
-                    prefetch_count=50,
-                )
-                for name in consumers
-            ]
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            #: What ``active_queues`` names beside the handler queue.
+            self.queues = [bus.topology.kombu_event_queue(name) for name in consumers]
+            self.hop: EventHop | None = None
+
+        def start(self, parent: Any) -> None:
+            bus.connect()
+            self.hop = EventHop(
+                bus,
+                consumers,
+                worker_id,
+                batch=int(conf.get("raptorbus_event_batch") or DEFAULT_BATCH),
+                wait_seconds=float(options.get("brpop_timeout") or 1),
+                priority_steps=list(options.get("priority_steps", PRIORITY_STEPS)),
+                sep=str(options.get("sep", PRIORITY_SEP)),
+            )
+            self.hop.start()
+
+        def stop(self, parent: Any) -> None:
+            if self.hop is not None:
+                self.hop.stop()
+
+        def terminate(self, parent: Any) -> None:
+            self.stop(parent)
 
     return EventDispatch
-
-
-def _on_decode_error(bus: Bus, consumer: str) -> Any:
-    """Kombu's default re-raises, and a refused pickle body then stops the worker."""
-
-    def on_decode_error(message: Message, exc: Exception) -> None:
-        reason = f"cannot decode {message.content_type!r} body: {exc}"
-        quarantine(bus, consumer, reason, type(exc).__name__, body=message.body)
-        message.ack()
-
-    return on_decode_error
-
-
-def _on_message(bus: Bus, consumer: str) -> Any:
-    held_back = False
-
-    def on_message(body: Any, message: Message) -> None:
-        nonlocal held_back
-        too_big = oversized(bus, message.body)
-        if too_big:
-            quarantine(bus, consumer, too_big, "PayloadTooLarge", body=message.body)
-            message.ack()
-            return
-        try:
-            data = parse_body(body)
-            envelope = accept(bus, data, message.delivery_info)
-        except Rejected as exc:
-            quarantine(bus, consumer, exc.reason, exc.error_type, body=body, envelope=exc.envelope)
-            message.ack()
-            return
-        # The bus's own copies are JSON objects whose text is the envelope's.
-        raw = message.body if isinstance(body, dict) else None
-        try:
-            dispatch(bus, envelope, consumer, data, raw.decode() if isinstance(raw, bytes) else raw)
-        except NotReplicated as exc:
-            # The master took the handler tasks but too few replicas confirmed
-            # them: the event goes back for a later attempt (a copy of a task
-            # that did land is a counted duplicate). The master is reachable,
-            # so this is no reason to drop the connection, and raising here
-            # would stop the worker. Logged once until replicas confirm again.
-            if not held_back:
-                log(
-                    logging.WARNING,
-                    f"dispatch to {consumer!r} requeues events until replicas confirm: {exc}",
-                    envelope=envelope,
-                )
-            held_back = True
-            message.requeue()
-            return
-        except Exception:
-            log(logging.ERROR, f"dispatch to {consumer!r} failed; requeued", envelope=envelope)
-            message.requeue()
-            raise
-        if held_back:
-            log(logging.INFO, f"dispatch to {consumer!r} confirmed by replicas again")
-            held_back = False
-        message.ack()
-
-    return on_message
 
 
 def build_worker(
@@ -138,11 +100,12 @@ def build_worker(
         list(transport_options.get("priority_steps", PRIORITY_STEPS)),
         str(transport_options.get("sep", PRIORITY_SEP)),
     )
-    bus.app.steps["worker"].add(make_heartbeat_step(heartbeat))
+    heartbeat_step = make_heartbeat_step(heartbeat)
+    bus.app.steps["worker"].add(heartbeat_step)
     if bus.settings.health_event_seconds > 0:
         beacon = HealthBeacon(bus, bus.settings.health_event_seconds)
         bus.app.steps["worker"].add(make_health_step(beacon))
-    bus.app.steps["consumer"].add(make_event_step(bus, consumers))
+    bus.app.steps["worker"].add(make_event_step(bus, consumers, worker_id, [heartbeat_step]))
     # active_queues names the event queue too, so Flower lists it.
     register_remote_control()
     conf.update(worker_consumer=make_guild_consumer(bus, consumers))

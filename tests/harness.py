@@ -124,7 +124,7 @@ class RedisBackend:
     ) -> Iterator[None]:
         names = list(consumers or bus.topology.consumers)
         self.consumers = names
-        bus.app.steps["consumer"].add(make_event_step(bus, names))
+        bus.app.steps["worker"].add(make_event_step(bus, names))
         with start_worker(
             bus.app,
             pool="threads",

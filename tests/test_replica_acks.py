@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from raptorflow_bus import Bus, NotReplicated, Settings
+from raptorflow_bus import Bus, NotReplicated, Settings, keys
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.dispatch import dispatch
 from raptorflow_bus.envelope import utcnow
+from raptorflow_bus.heartbeat import new_worker_id
+from raptorflow_bus.hop import EventHop
 from raptorflow_bus.topology import priority_list
 from tests.payloads import VALID
 from tests.sentinel_topology import DataServer
@@ -118,3 +120,23 @@ def test_a_server_that_forgot_the_publish_script_gets_it_again(
         bus.redis.script_flush()
         assert not bus.send("system.metrics", METRICS).spooled
         assert bus.redis.llen(COUNCIL) == 2
+
+
+def test_the_event_hop_requeues_a_batch_its_replicas_did_not_confirm(
+    servers: tuple[DataServer, DataServer], tmp_path: Path
+) -> None:
+    """The commit script ran on the master (tasks written, events acked), but WAIT
+    saw no replica: the events go back to their queue for a later attempt, as the
+    event step's requeue did, and the hop reports the batch held back."""
+    master, replica = servers
+    with _bus(master.url, tmp_path) as bus:
+        bus.load_handlers(["tests.faults.handlers"])
+        for _ in range(3):
+            bus.emit("system.metrics", METRICS)
+        hop = EventHop(bus, ["council"], new_worker_id(["council"]))
+        replica.stop()
+        assert hop.step() is True
+        assert bus.redis.llen(COUNCIL) == 3
+        assert bus.redis.llen(priority_list("council.handlers", 6)) == 3
+        assert bus.redis.hlen(keys.UNACKED) == 0
+        hop.stop()

@@ -12,11 +12,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection, Message, Queue
 
-from raptorflow_bus import Bus
+from raptorflow_bus import Bus, scripts
 from raptorflow_bus.queues import UNACKED_KEY
 from raptorflow_bus.transport import MALFORMED_KEY, kombu_message, wake_key
 from tests.harness import wait_until
@@ -166,4 +167,36 @@ def test_a_message_without_a_wake_token_is_served_first_if_it_ranks_first(
             for _ in range(6):
                 conn.drain_events(timeout=10)
     assert got == ["critical", *(f"low-{n}" for n in range(5))]
+    assert bus.redis.hlen(UNACKED_KEY) == 0
+
+
+def test_a_backlog_is_consumed_at_one_round_trip_per_message(bus: Bus, redis_url: str) -> None:
+    """While the last pop left messages queued, the next pop is sent in place of
+    the BRPOP: one script call per message, one BRPOP for the whole backlog."""
+    options = bus.app.conf.broker_transport_options
+    got: list[int] = []
+
+    def on_message(body: dict[str, int], message: Message) -> None:
+        got.append(body["n"])
+        message.ack()
+
+    def calls(command: str) -> int:
+        stats: dict[str, Any] = bus.redis.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    with Connection(
+        redis_url, transport="raptorflow_bus.transport:Transport", transport_options=options
+    ) as conn:
+        queue = Queue("t-backlog")
+        with conn.Producer(serializer="json") as producer:
+            for n in range(20):
+                producer.publish({"n": n}, routing_key="t-backlog", declare=[queue])
+        bus.redis.script_load(scripts.source("pop"))
+        brpop, evalsha = calls("brpop"), calls("evalsha")
+        with conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
+            for _ in range(20):
+                conn.drain_events(timeout=10)
+    assert got == list(range(20))
+    assert calls("evalsha") - evalsha == 20
+    assert calls("brpop") - brpop == 1
     assert bus.redis.hlen(UNACKED_KEY) == 0
