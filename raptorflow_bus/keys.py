@@ -15,6 +15,9 @@ DONE_PREFIX = PREFIX + "done:"
 WAKE_PREFIX = PREFIX + "wake:"
 MALFORMED = PREFIX + "transport:malformed"
 
+# A batch split into several publish calls: how many of them ran (publish.lua).
+BATCH_PREFIX = PREFIX + "batch:"
+
 # Kombu's own unacked records (its default names, shared with stock Kombu).
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
@@ -50,3 +53,8 @@ def binding_table(exchange: str) -> str:
 def bindings_version(exchange: str) -> str:
     """The counter every binding change made through the bus's transport bumps."""
     return BINDINGS_VERSION_PREFIX + exchange
+
+
+def batch_marker(batch_id: str) -> str:
+    """How many calls of the split batch ``batch_id`` ran; expires a minute on."""
+    return BATCH_PREFIX + batch_id
