@@ -87,6 +87,8 @@ def _exchange(conn: Any, commands: list[bytes]) -> list[Any]:
     for attempt in (1, 2):
         replies: list[Any] = []
         try:
+            if conn._sock is None:
+                conn.connect()  # (not send's own connect: a Sentinel one asks for the master)
             conn.send_packed_command(_joined(commands), check_health=True)
             for _ in commands:
                 try:
@@ -133,6 +135,8 @@ class AsyncWire:
                 bound += self._connect_timeout
             try:
                 async with asyncio.timeout(bound):
+                    if not conn.is_connected:
+                        await conn.connect()
                     await conn.send_packed_command(_joined(commands), check_health=True)
                     for _ in commands:
                         try:
