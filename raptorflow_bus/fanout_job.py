@@ -110,7 +110,11 @@ class FanoutJob:
         routes = self._pub.routes(events, self._table)
         token = self._token if self._attempt < ATTEMPTS - 1 else ""
         self._calls = self._pub.builder.build(
-            events, routes, mode=EACH if self.each else ALL, token=token, split=True,
+            events,
+            routes,
+            mode=EACH if self.each else ALL,
+            token=token,
+            split=True,
             marker=self._marker,
         )
         commands = [call.packed for call in self._calls]
