@@ -74,9 +74,17 @@ def command(*args: bytes | str | int) -> bytes:
     return b"".join(parts)
 
 
-def _num(i: int) -> str:
+def _resp_number(i: int) -> str:
     text = str(i)
     return f"${len(text)}\r\n{text}\r\n"
+
+
+_NUMBERS = [_resp_number(i) for i in range(4096)]
+
+
+def _num(i: int) -> str:
+    """``i`` as a RESP bulk string (small ones made once)."""
+    return _NUMBERS[i] if 0 <= i < 4096 else _resp_number(i)
 
 
 _TTL = _num(MARKER_TTL_MS).encode()
@@ -124,12 +132,17 @@ class QueueSet:
 
 @dataclass(frozen=True)
 class Shape:
-    """One kind of event record: ``template % (length + extra[i], escaped
-    envelope, tag prefix, tag number) for each copy i``."""
+    """One kind of event (its queues, priority and metrics fields) in calls to
+    one set of queues. An event's copies are ``copies % args`` in mode 'all',
+    ``record % args`` (the same, framed by its fields and list indexes) in mode
+    'each', where ``args`` is (length of the escaped envelope + ``extra[i]``,
+    escaped envelope, tag prefix, tag number) for each copy i."""
 
-    template: str
+    fields: tuple[int, ...]
+    lists: tuple[int, ...]
+    copies: str
+    record: str
     extra: tuple[int, ...]
-    nargs: int
 
 
 @dataclass
@@ -210,15 +223,16 @@ class CallBuilder:
         key = (fields, lists, queues, prio)
         shape = self._shapes.get(key)
         if shape is None:
-            parts = [_num(len(fields)), *map(_num, fields), _num(len(lists))]
-            extra = []
+            copies, record, extra = [], [_num(len(fields)), *map(_num, fields)], []
+            record.append(_num(len(lists)))
             for li, queue in zip(lists, queues, strict=True):
                 # '$<length>\r\n{"body":<escaped><tail><prefix><number>"}}\r\n'
                 tail = message_parts(queue, prio)[1]
-                parts.append(_num(li) + "$%d\r\n" + '{"body":%s' + tail.replace("%", "%%"))
-                parts.append('%s%012x"}}\r\n')
+                copy = '$%d\r\n{"body":%s' + tail.replace("%", "%%") + '%s%012x"}}\r\n'
+                copies.append(copy)
+                record += (_num(li), copy)
                 extra.append(len('{"body":') + len(tail) + 36 + len('"}}'))
-            shape = Shape("".join(parts), tuple(extra), 2 + len(fields) + 2 * len(lists))
+            shape = Shape(fields, lists, "".join(copies), "".join(record), tuple(extra))
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[key] = shape
@@ -311,8 +325,9 @@ class CallBuilder:
         shapes: dict[tuple[Any, ...], Shape] = {}
         counts: dict[tuple[str, ...], int] = {}
         tag_prefix, tag_numbers = _tags()
-        records: list[tuple[str, int, int]] = []  # (RESP text, arguments, copies)
+        events: list[tuple[Shape, str]] = []
         per_workspace = self._per_workspace
+        bare = mode == ALL  # the copies alone: mode 'all' frames them by runs
         for (envelope, body), queues in zip(prepared, routes, strict=True):
             workspace = envelope.workspace_id if per_workspace else None
             key = (queues, envelope.priority, envelope.type, workspace)
@@ -325,15 +340,15 @@ class CallBuilder:
             args: list[Any] = []
             for extra in shape.extra:
                 args += (size + extra, escaped, tag_prefix, next(tag_numbers))
-            records.append((shape.template % tuple(args), shape.nargs, len(shape.extra)))
+            events.append((shape, (shape.copies if bare else shape.record) % tuple(args)))
         reserves = dict.fromkeys(qset.queues, 0)
         for queues, n in counts.items():
             for q in queues:
                 reserves[q] += n
-        spans = self._spans(records) if split and len(records) > 1 else [(0, len(records))]
+        spans = self._spans(events) if split and len(events) > 1 else [(0, len(events))]
         chained = mode == ALL and len(spans) > 1
         marker_key = bulk_text(keys.batch_marker(marker())) if chained else self._unsplit_marker
-        fixed_args = 3 + 4 + qset.nkeys + 7 + 3 * len(qset.queues) + 1 + len(fields) + 1
+        fixed_args = 3 + 4 + qset.nkeys + 7 + 3 * len(qset.queues) + 1 + len(fields)
         field_names = tuple(fields)
         no_reserves = (0,) * len(qset.queues)
         calls = []
@@ -342,30 +357,73 @@ class CallBuilder:
             reserve = tuple(reserves.values()) if mode == ALL and first else no_reserves
             head = (qset.queues, field_names, mode, token if first else "", k if chained else 0)
             prologue = self._prologue((*head, reserve), qset, marker_key)
-            events = records[start:stop] if len(spans) > 1 else records
-            nargs = fixed_args + sum(r[1] for r in events)
+            span = events[start:stop] if len(spans) > 1 else events
+            if mode == ALL:
+                nargs, text = _runs(span, len(fields))
+            else:
+                nargs, text = _records(span)
             packed = b"".join(
                 [
-                    b"*%d\r\n$7\r\nEVALSHA\r\n" % nargs,
+                    b"*%d\r\n$7\r\nEVALSHA\r\n" % (fixed_args + nargs),
                     prologue,
-                    _num(stop - start).encode(),
-                    "".join([r[0] for r in events]).encode("ascii"),
+                    text.encode("ascii"),
                 ]
             )
             calls.append(Call(start, stop, k if chained else 0, packed))
         return calls
 
-    def _spans(self, records: list[tuple[str, int, int]]) -> list[tuple[int, int]]:
+    def _spans(self, events: list[tuple[Shape, str]]) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         start, copies, size = 0, 0, 0
-        for i, (text, _, n) in enumerate(records):
+        for i, (shape, text) in enumerate(events):
+            n = len(shape.lists)
             if i > start and (copies + n > self.max_copies or size + len(text) > self.max_bytes):
                 spans.append((start, i))
                 start, copies, size = i, 0, 0
             copies += n
             size += len(text)
-        spans.append((start, len(records)))
+        spans.append((start, len(events)))
         return spans
+
+
+def _runs(events: list[tuple[Shape, str]], nfields: int) -> tuple[int, str]:
+    """Mode 'all': each field's increment, then the events in runs that go to
+    the same lists, each run's lists named once; returns (arguments, RESP text)."""
+    if len(events) == 1:  # an emit
+        shape, text = events[0]
+        increments = [0] * nfields
+        for f in shape.fields:
+            increments[f - 1] = 1
+        lists = shape.lists
+        head = "".join([*map(_num, increments), _NUMBERS[1], _num(len(lists)), *map(_num, lists)])
+        return nfields + 3 + 2 * len(lists), head + _NUMBERS[1] + text
+    increments = [0] * nfields
+    parts: list[str] = []
+    nargs = nfields + 1
+    runs = 0
+    i = 0
+    while i < len(events):
+        shape = events[i][0]
+        j, same = i + 1, True
+        while j < len(events) and events[j][0].lists == shape.lists:
+            same = same and events[j][0] is shape
+            j += 1
+        for kind in [shape] if same else [s for s, _ in events[i:j]]:
+            for f in kind.fields:
+                increments[f - 1] += j - i if same else 1
+        parts += (_num(len(shape.lists)), *map(_num, shape.lists), _num(j - i))
+        parts += [text for _, text in events[i:j]]
+        nargs += 2 + len(shape.lists) * (1 + j - i)
+        runs += 1
+        i = j
+    return nargs, "".join([*map(_num, increments), _num(runs), *parts])
+
+
+def _records(events: list[tuple[Shape, str]]) -> tuple[int, str]:
+    """Mode 'each': the events' records (fields, then copies after their list
+    index); returns (number of arguments, RESP text)."""
+    nargs = 1 + sum(2 + len(shape.fields) + 2 * len(shape.lists) for shape, _ in events)
+    return nargs, _num(len(events)) + "".join([text for _, text in events])
 
 
 def load_command(source: str) -> bytes:

@@ -173,9 +173,10 @@ def test_a_split_batch_sent_again_after_a_lost_reply_writes_nothing_twice(
         bus.redis.config_resetstat()
         sent = bus.send_many([(SIGNAL, signal(f"s-{n}")) for n in range(50)], workspace_id="ws-1")
         assert wire._conn.lost and not sent.spooled and sent.published == 50
-        # Five calls, then the same five again: the second time each found its
-        # place in the batch's marker taken and wrote nothing.
-        assert evalsha_calls(bus.redis) == 10
+        # Five calls, then the same five again (Redis drops those it had not
+        # read when the connection closed): a call that ran the first time
+        # found its place in the batch's marker taken and wrote nothing.
+        assert 5 < evalsha_calls(bus.redis) <= 10
         expected = Counter({f"s-{n}": 1 for n in range(50)} | {"warm-up": 1})
         assert tags_in(bus.redis, "research") == tags_in(bus.redis, "council") == expected
         assert bus.get_metrics()["events"][SIGNAL]["published"] == 51

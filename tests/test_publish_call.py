@@ -37,11 +37,12 @@ def parse(packed: bytes) -> list[bytes]:
 
 
 def layout(args: list[bytes]) -> dict[str, Any]:
-    """The call's arguments read as lua/publish.lua's header says."""
+    """The call's arguments read as lua/publish.lua's header says. ``copies``
+    lists (list index, message) in the order the script pushes them."""
     assert args[0] == b"EVALSHA"
     nkeys = int(args[2])
     keys, argv = args[3 : 3 + nkeys], args[3 + nkeys :]
-    nq, ns = int(argv[4]), int(argv[5])
+    mode, nq = argv[1].decode(), int(argv[4])
     p = 7
     limits = [int(a) for a in argv[p : p + nq]]
     names = [a.decode() for a in argv[p + nq : p + 2 * nq]]
@@ -49,25 +50,48 @@ def layout(args: list[bytes]) -> dict[str, Any]:
     p += 3 * nq
     fields = [a.decode() for a in argv[p + 1 : p + 1 + int(argv[p])]]
     p += 1 + len(fields)
+    copies: list[tuple[int, bytes]] = []
     events = []
-    for _ in range(int(argv[p])):
-        nfe = int(argv[p + 1])
-        event_fields = [fields[int(i) - 1] for i in argv[p + 2 : p + 2 + nfe]]
-        np_ = int(argv[p + 2 + nfe])
-        copies = [(int(argv[p + 3 + nfe + 2 * j]), argv[p + 4 + nfe + 2 * j]) for j in range(np_)]
-        events.append((event_fields, copies))
-        p += 2 + nfe + 2 * np_
-    assert p + 1 == len(argv), "every argument read"
+    increments: list[int] = []
+    if mode == "all":
+        increments = [int(a) for a in argv[p : p + len(fields)]]
+        p += len(fields)
+        runs = int(argv[p])
+        p += 1
+        for _ in range(runs):
+            nl = int(argv[p])
+            lists = [int(a) for a in argv[p + 1 : p + 1 + nl]]
+            ne = int(argv[p + 1 + nl])
+            p += 2 + nl
+            # The order the script pushes: each list's copies, event by event.
+            by_list = {li: [argv[p + e * nl + j] for e in range(ne)] for j, li in enumerate(lists)}
+            copies += [(li, m) for li, ms in by_list.items() for m in ms]
+            p += ne * nl
+    else:
+        ne = int(argv[p])
+        p += 1
+        for _ in range(ne):
+            nfe = int(argv[p])
+            event_fields = [fields[int(i) - 1] for i in argv[p + 1 : p + 1 + nfe]]
+            np_ = int(argv[p + 1 + nfe])
+            mine = [(int(argv[p + 2 + nfe + 2 * j]), argv[p + 3 + nfe + 2 * j]) for j in range(np_)]
+            events.append((event_fields, mine))
+            copies += mine
+            p += 2 + nfe + 2 * np_
+    assert p == len(argv), "every argument read"
     return {
         "keys": [k.decode() for k in keys],
         "token": argv[0].decode(),
-        "mode": argv[1].decode(),
+        "mode": mode,
         "k": int(argv[2]),
-        "ns": ns,
+        "ns": int(argv[5]),
         "limits": limits,
         "names": names,
         "reserves": reserves,
+        "fields": fields,
+        "increments": increments,
         "events": events,
+        "copies": copies,
     }
 
 
@@ -89,29 +113,46 @@ def builder(**kwargs: Any) -> CallBuilder:
     )
 
 
+@pytest.mark.parametrize("mode", [ALL, EACH])
 @pytest.mark.parametrize("priority", list(Priority))
-def test_every_copy_is_the_message_kombu_message_writes(priority: Priority) -> None:
+def test_every_copy_is_the_message_kombu_message_writes(priority: Priority, mode: str) -> None:
     prepared = [envelope(1, priority), envelope(2, priority)]
     [call] = builder(per_workspace=True).build(
-        prepared, [QUEUES, QUEUES[:2]], mode=ALL, token="3:30", split=True
+        prepared, [QUEUES, QUEUES[:2]], mode=mode, token="3:30", split=True
     )
     read = layout(parse(call.packed))
     assert read["names"] == list(QUEUES) and read["limits"] == [7, 9, 9]
-    assert read["reserves"] == [2, 2, 1] and read["token"] == "3:30" and read["k"] == 0
+    assert read["token"] == "3:30" and read["k"] == 0
+    assert read["reserves"] == ([2, 2, 1] if mode == ALL else [0, 0, 0])
+    assert read["fields"] == ["signal.detected|published", "ws:ws-1|published"]
+    if mode == ALL:
+        assert read["increments"] == [2, 2]
+    else:
+        assert [fields for fields, _ in read["events"]] == [read["fields"]] * 2
     tags = set()
-    for (env, body), (fields, copies) in zip(prepared, read["events"], strict=True):
-        assert fields == ["signal.detected|published", "ws:ws-1|published"]
-        for queue, (list_index, message) in zip(QUEUES, copies, strict=False):
-            qi, step = divmod(list_index - 1, read["ns"])
-            assert QUEUES[qi] == queue
-            assert PRIORITY_STEPS[step] == PRIORITY_VALUES[priority]
-            tag = json.loads(message)["properties"]["delivery_tag"]
-            assert UUID4.match(tag) and tag not in tags
-            tags.add(tag)
-            stock = kombu_message(body, queue, PRIORITY_VALUES[priority])
-            stock_tag = json.loads(stock)["properties"]["delivery_tag"]
-            assert message.decode() == stock.replace(stock_tag, tag)
-            assert Envelope.from_json(json.loads(message)["body"]) == env
+    seen = []
+    for list_index, message in read["copies"]:
+        qi, step = divmod(list_index - 1, read["ns"])
+        queue = QUEUES[qi]
+        assert PRIORITY_STEPS[step] == PRIORITY_VALUES[priority]
+        body = json.loads(message)["body"]
+        tag = json.loads(message)["properties"]["delivery_tag"]
+        assert UUID4.match(tag) and tag not in tags
+        tags.add(tag)
+        stock = kombu_message(body, queue, PRIORITY_VALUES[priority])
+        stock_tag = json.loads(stock)["properties"]["delivery_tag"]
+        assert message.decode() == stock.replace(stock_tag, tag)
+        seen.append((queue, Envelope.from_json(body)))
+    expected = [
+        (q, env)
+        for (env, _), queues in zip(prepared, [QUEUES, QUEUES[:2]], strict=True)
+        for q in queues
+    ]
+    assert sorted(seen, key=repr) == sorted(expected, key=repr)
+    # Within each list the events keep their order.
+    for queue in QUEUES:
+        ids = [env.id for q, env in seen if q == queue]
+        assert ids == [env.id for (q, env) in expected if q == queue]
 
 
 def test_a_batch_over_the_bounds_is_cut_in_order_and_chained() -> None:
@@ -125,8 +166,15 @@ def test_a_batch_over_the_bounds_is_cut_in_order_and_chained() -> None:
     assert [r["token"] for r in reads] == ["1:2", "", ""]
     assert [r["reserves"] for r in reads] == [[10, 10], [0, 0], [0, 0]]
     assert {r["keys"][3] for r in reads} == {"raptorbus:batch:b-1"}
-    sent = [json.loads(m)["body"] for r in reads for _, copies in r["events"] for _, m in copies]
-    assert [json.loads(b)["payload"]["n"] for b in sent[::2]] == list(range(10))
+    for queue_index in (1, 2):
+        sent = [
+            json.loads(json.loads(m)["body"])["payload"]["n"]
+            for r in reads
+            for li, m in r["copies"]
+            if (li - 1) // r["ns"] + 1 == queue_index
+        ]
+        assert sent == list(range(10))
+    assert [r["increments"] for r in reads] == [[4], [4], [2]]
 
 
 def test_calls_of_a_group_stand_alone_and_a_small_batch_is_one_call() -> None:

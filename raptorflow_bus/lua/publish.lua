@@ -1,8 +1,9 @@
 -- Fan events out to their queues, in one of two modes:
 --
 --   'all'   the whole call lands or none of it does: a queue whose depth plus
---           its reserve (the messages the caller's whole batch adds to it)
---           would go over its limit refuses everything (Backpressure).
+--           its reserve (the copies the caller's whole batch adds to it)
+--           would go over its limit refuses everything (Backpressure). Each
+--           list gets its copies in one LPUSH.
 --   'each'  every event is checked on its own, in order, against the depth
 --           plus the copies the events accepted before it in this call add,
 --           and lands whole or not at all; the reply lists the refused ones.
@@ -26,6 +27,7 @@
 -- KEYS[3]                       binding table set (Kombu's)
 -- KEYS[4]                       the split batch's progress marker
 -- KEYS[5 .. 4+nq*ns]            for each queue, its list at each priority step
+--                               (list index li: KEYS[4 + li])
 -- KEYS[5+nq*ns .. 4+nq*ns+nq]   each queue's wake list
 -- ARGV[1]                       the table token, or ''
 -- ARGV[2]                       mode, 'all' or 'each'
@@ -35,9 +37,12 @@
 -- ARGV[6]                       ns, the number of priority steps
 -- ARGV[7]                       the step most events use (its list is read first)
 -- then nq limits, nq queue names, nq reserves (mode 'all'; 0 = no check),
--- then nf and nf metrics fields,
--- then ne events, each: its number of fields and their indexes, its number
--- of copies and for each copy (list index into KEYS[5..], message).
+-- then nf and nf metrics fields, then
+--   'all':  nf increments, then nr and nr runs of events that go to the
+--           same lists: nl and nl list indexes, ne, then ne times nl copies
+--           (each event's copies, in its lists' order);
+--   'each': ne and ne events: nfe and nfe field indexes, np and np pairs
+--           (list index, message).
 -- Returns {1} when published ('each': {1, then event index, queue, depth,
 -- limit for each refused event}), {0, queue, depth, limit} when refused,
 -- {2, token, member...} when the table changed, {3} when an earlier call of
@@ -57,23 +62,19 @@ if k > 0 then
   if done >= k then return {1} end
   if done ~= k - 1 then return {3} end
 end
-local each = ARGV[2] == 'each'
 local nq = tonumber(ARGV[5])
 local ns = tonumber(ARGV[6])
-local p = 8
-local limits, names, reserves = {}, {}, {}
-for i = 1, nq do limits[i] = tonumber(ARGV[p]); p = p + 1 end
-for i = 1, nq do names[i] = ARGV[p]; p = p + 1 end
-for i = 1, nq do reserves[i] = tonumber(ARGV[p]); p = p + 1 end
-local nf = tonumber(ARGV[p]); p = p + 1
-local fields, counts = {}, {}
-for i = 1, nf do fields[i] = ARGV[p]; counts[i] = 0; p = p + 1 end
+local first = tonumber(ARGV[7])
+-- ARGV[LIMIT + q], ARGV[NAME + q], ARGV[RESERVE + q]: queue q's; ARGV[F + i]: field i.
+local LIMIT, NAME, RESERVE = 7, 7 + nq, 7 + 2 * nq
+local F = 8 + 3 * nq
+local nf = tonumber(ARGV[F])
+local p = F + nf + 1
 
 -- A queue's depth is the sum of its lists' lengths. Most of its lists do not
 -- exist (Redis deletes an empty list), so one EXISTS counts those that do and
 -- LLEN stops once it has found them all, trying first the normal priority's
--- list (ARGV[7], where most events go): two calls where four were.
-local first = tonumber(ARGV[7])
+-- list: two calls where four were.
 local depths = {}
 local function depth(q)
   local d = depths[q]
@@ -95,67 +96,91 @@ local function depth(q)
   return d
 end
 
-if not each then
+local added, counts, reply = {}, {}, {1}
+for q = 1, nq do added[q] = 0 end
+
+if ARGV[2] == 'all' then
   for q = 1, nq do
-    if reserves[q] > 0 and depth(q) + reserves[q] > limits[q] then
-      return {0, names[q], depths[q], limits[q]}
+    local reserve = tonumber(ARGV[RESERVE + q])
+    if reserve > 0 then
+      local limit = tonumber(ARGV[LIMIT + q])
+      if depth(q) + reserve > limit then return {0, ARGV[NAME + q], depths[q], limit} end
     end
   end
-end
-
-local added, lists, order, reply = {}, {}, {}, {1}
-for q = 1, nq do added[q] = 0 end
-local ne = tonumber(ARGV[p]); p = p + 1
-for e = 1, ne do
-  local nfe = tonumber(ARGV[p])
-  local f0 = p + 1
-  local np = tonumber(ARGV[f0 + nfe])
-  local c0 = f0 + nfe + 1
-  p = c0 + 2 * np
-  local refused = nil
-  if each then
+  for i = 1, nf do counts[i] = tonumber(ARGV[p + i - 1]) end
+  p = p + nf
+  local nr = tonumber(ARGV[p])
+  p = p + 1
+  for _ = 1, nr do
+    -- A run of events with the same lists: nl list indexes, ne, then each
+    -- event's nl copies. One LPUSH per list (in slices, under Lua's stack
+    -- limit); the first given is the first popped.
+    local nl = tonumber(ARGV[p])
+    local ne = tonumber(ARGV[p + nl + 1])
+    local m0 = p + nl + 2
+    for j = 0, nl - 1 do
+      local li = tonumber(ARGV[p + 1 + j])
+      local copies = {}
+      for e = 0, ne - 1 do copies[e + 1] = ARGV[m0 + e * nl + j] end
+      for i = 1, ne, 1000 do
+        redis.call('LPUSH', KEYS[4 + li], unpack(copies, i, math.min(i + 999, ne)))
+      end
+      local q = math.floor((li - 1) / ns) + 1
+      added[q] = added[q] + ne
+    end
+    p = m0 + ne * nl
+  end
+else
+  for i = 1, nf do counts[i] = 0 end
+  local lists, order = {}, {}
+  local ne = tonumber(ARGV[p])
+  p = p + 1
+  for e = 1, ne do
+    local nfe = tonumber(ARGV[p])
+    local f0 = p + 1
+    local np = tonumber(ARGV[f0 + nfe])
+    local c0 = f0 + nfe + 1
+    p = c0 + 2 * np
+    local refused = nil
     for j = 0, np - 1 do
       local q = math.floor((tonumber(ARGV[c0 + 2 * j]) - 1) / ns) + 1
-      if depth(q) + added[q] + 1 > limits[q] then
+      local limit = tonumber(ARGV[LIMIT + q])
+      if depth(q) + added[q] + 1 > limit then
         refused = q
+        table.insert(reply, e)
+        table.insert(reply, ARGV[NAME + q])
+        table.insert(reply, depths[q] + added[q])
+        table.insert(reply, limit)
         break
       end
     end
-  end
-  if refused then
-    local q = refused
-    table.insert(reply, e)
-    table.insert(reply, names[q])
-    table.insert(reply, depths[q] + added[q])
-    table.insert(reply, limits[q])
-  else
-    for j = 0, np - 1 do
-      local li = tonumber(ARGV[c0 + 2 * j])
-      local q = math.floor((li - 1) / ns) + 1
-      added[q] = added[q] + 1
-      local list = lists[li]
-      if list == nil then
-        list = {}
-        lists[li] = list
-        table.insert(order, li)
+    if not refused then
+      for j = 0, np - 1 do
+        local li = tonumber(ARGV[c0 + 2 * j])
+        local q = math.floor((li - 1) / ns) + 1
+        added[q] = added[q] + 1
+        local list = lists[li]
+        if list == nil then
+          list = {}
+          lists[li] = list
+          table.insert(order, li)
+        end
+        list[#list + 1] = ARGV[c0 + 2 * j + 1]
       end
-      list[#list + 1] = ARGV[c0 + 2 * j + 1]
+      for j = f0, f0 + nfe - 1 do
+        local f = tonumber(ARGV[j])
+        counts[f] = counts[f] + 1
+      end
     end
-    for j = f0, f0 + nfe - 1 do
-      local f = tonumber(ARGV[j])
-      counts[f] = counts[f] + 1
+  end
+  for _, li in ipairs(order) do
+    local list = lists[li]
+    for i = 1, #list, 1000 do
+      redis.call('LPUSH', KEYS[4 + li], unpack(list, i, math.min(i + 999, #list)))
     end
   end
 end
 
--- One LPUSH per list (in slices, under Lua's stack limit): the first message
--- given is the first popped, as with one LPUSH each.
-for _, li in ipairs(order) do
-  local list = lists[li]
-  for i = 1, #list, 1000 do
-    redis.call('LPUSH', KEYS[4 + li], unpack(list, i, math.min(i + 999, #list)))
-  end
-end
 for q = 1, nq do
   if added[q] > 0 then
     local wake = KEYS[4 + nq * ns + q]
@@ -163,7 +188,7 @@ for q = 1, nq do
   end
 end
 for i = 1, nf do
-  if counts[i] > 0 then redis.call('HINCRBY', KEYS[1], fields[i], counts[i]) end
+  if counts[i] > 0 then redis.call('HINCRBY', KEYS[1], ARGV[F + i], counts[i]) end
 end
 if k > 0 then redis.call('SET', KEYS[4], k, 'PX', ARGV[4]) end
 return reply
