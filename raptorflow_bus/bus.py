@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from raptorflow_bus import keys
+from raptorflow_bus.aio_wire import AsyncWire
 from raptorflow_bus.backoff import Backoff
 from raptorflow_bus.bindings import Redeclare
 from raptorflow_bus.breaker import Breaker
@@ -64,7 +65,6 @@ from raptorflow_bus.sent import Sent, SentBatch
 from raptorflow_bus.settings import Settings, mask_url
 from raptorflow_bus.store import Store
 from raptorflow_bus.topology import Topology
-from raptorflow_bus.wire import AsyncWire
 
 HANDLER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PRIORITIES = {p: Priority(p) for p in [*Priority, *(p.value for p in Priority)]}

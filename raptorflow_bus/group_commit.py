@@ -30,12 +30,13 @@ import contextlib
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from raptorflow_bus.aio_wire import AsyncWire
 from raptorflow_bus.errors import Backpressure, BrokerUnavailable, BusError
 from raptorflow_bus.fanout_job import FanoutJob, Outcome
 from raptorflow_bus.publisher import RedisPublisher
 from raptorflow_bus.send_policy import log_published
 from raptorflow_bus.sent import Sent
-from raptorflow_bus.wire import AsyncWire, WireFailure
+from raptorflow_bus.wire import WireFailure
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -68,12 +69,15 @@ class GroupCommit:
         self._task: asyncio.Task[None] | None = None
         self._wire: AsyncWire | None = None
         self._closing = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._busy = False  # a publish came since the idle timer was armed
 
     def submit(self, prepared: Prepared) -> asyncio.Future[Sent]:
         """Queue ``prepared`` for the next call; the future holds its ``Sent``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Sent] = loop.create_future()
         self._pending.append((prepared, future))
+        self._busy = True
         if self._task is None:
             self._task = loop.create_task(self._run(), name="raptorbus-group-commit")
         elif self._wakeup is not None and not self._wakeup.done():
@@ -89,6 +93,17 @@ class GroupCommit:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._close_soon)
 
+    def _idle_check(self) -> None:
+        """Stop if nothing was published for ``IDLE_SECONDS`` (one timer for
+        the whole interval, not one per publish)."""
+        self._idle = None
+        loop = self._loop()
+        if self._busy and loop is not None:
+            self._busy = False
+            self._idle = loop.call_later(IDLE_SECONDS, self._idle_check)
+        elif self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(False)
+
     def _close_soon(self) -> None:
         self._closing = True
         if self._wakeup is not None and not self._wakeup.done():
@@ -100,9 +115,10 @@ class GroupCommit:
             while not self._closing:
                 if not self._pending:
                     self._wakeup = wakeup = loop.create_future()
-                    idle = loop.call_later(IDLE_SECONDS, _resolve, wakeup, False)
+                    if self._idle is None:
+                        self._busy = False
+                        self._idle = loop.call_later(IDLE_SECONDS, self._idle_check)
                     woken = await wakeup
-                    idle.cancel()
                     self._wakeup = None
                     if not woken:
                         break
@@ -112,6 +128,9 @@ class GroupCommit:
                     await self._commit(group)
         finally:
             self._task = None
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
             pending, self._pending = self._pending, []
             for _, future in pending:
                 if not future.done():
@@ -170,16 +189,21 @@ class GroupCommit:
         return outcomes
 
     async def _drive(self, publisher: RedisPublisher, prepared: list[Prepared]) -> list[Outcome]:
-        job = FanoutJob(publisher, prepared, each=True)
+        # One event alone is all or nothing either way: the emit's mode, whose
+        # call is the lighter one.
+        job = FanoutJob(publisher, prepared, each=len(prepared) > 1)
         wire = self._wire
         assert wire is not None
-        while (commands := job.next_round()) is not None:
-            try:
-                replies = await wire.roundtrip(commands)
-            except WireFailure as failure:
-                job.feed(failure.replies, failure.cause)
-            else:
-                job.feed(replies)
+        try:
+            while (commands := job.next_round()) is not None:
+                try:
+                    replies = await wire.roundtrip(commands)
+                except WireFailure as failure:
+                    job.feed(failure.replies, failure.cause)
+                else:
+                    job.feed(replies)
+        except (Backpressure, BrokerUnavailable) as refused:
+            return [refused]
         return job.outcomes
 
     async def _unreachable(
@@ -191,11 +215,6 @@ class GroupCommit:
             return [own(exc) for _ in failed]
         await asyncio.to_thread(policy.unreachable, [prepared[i] for i in failed], exc)
         return [True] * len(failed)
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 class Committers:

@@ -18,15 +18,11 @@ come, so the caller knows exactly which calls of a pipeline ran."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from typing import Any
 
 import redis
-import redis.asyncio
-
-from raptorflow_bus.silence import condemn_open_connections
 
 
 class WireFailure(Exception):
@@ -38,7 +34,7 @@ class WireFailure(Exception):
         self.replies = replies
 
 
-def _joined(commands: list[bytes]) -> list[bytes]:
+def joined(commands: list[bytes]) -> list[bytes]:
     return [commands[0] if len(commands) == 1 else b"".join(commands)]
 
 
@@ -89,7 +85,7 @@ def _exchange(conn: Any, commands: list[bytes]) -> list[Any]:
         try:
             if conn._sock is None:
                 conn.connect()  # (not send's own connect: a Sentinel one asks for the master)
-            conn.send_packed_command(_joined(commands), check_health=True)
+            conn.send_packed_command(joined(commands), check_health=True)
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
@@ -107,64 +103,3 @@ def _exchange(conn: Any, commands: list[bytes]) -> list[Any]:
             conn.disconnect()
             raise
     raise AssertionError("unreachable")
-
-
-class AsyncWire:
-    """The same round trip on an asyncio connection of one event loop.
-
-    The connection has no socket timeout of its own (redis.asyncio would start
-    a task per write to enforce it); each round trip runs under one deadline
-    instead: the read timeout, plus the connect timeout when it must connect
-    first, the same bound as a sync emit's. A timeout condemns the process's
-    connections, as a sync one does (``silence``)."""
-
-    def __init__(
-        self, client: redis.asyncio.Redis[bytes], *, connect_timeout: float, read_timeout: float
-    ) -> None:
-        self._client: Any = client
-        self._conn: Any = client.connection_pool.make_connection()
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-
-    async def roundtrip(self, commands: list[bytes]) -> list[Any]:
-        conn = self._conn
-        for attempt in (1, 2):
-            replies: list[Any] = []
-            bound = self._read_timeout
-            if not conn.is_connected:
-                bound += self._connect_timeout
-            try:
-                async with asyncio.timeout(bound):
-                    if not conn.is_connected:
-                        await conn.connect()
-                    await conn.send_packed_command(_joined(commands), check_health=True)
-                    for _ in commands:
-                        try:
-                            replies.append(await conn.read_response())
-                        except redis.ResponseError as exc:
-                            replies.append(exc)
-                return replies
-            except TimeoutError as exc:
-                await conn.disconnect(nowait=True)
-                condemn_open_connections()
-                cause = redis.TimeoutError(f"no reply within {bound:.2f}s")
-                raise WireFailure(cause, replies) from exc
-            except redis.ConnectionError as exc:
-                await conn.disconnect(nowait=True)
-                if attempt == 2 or replies:
-                    raise WireFailure(exc, replies) from exc
-            except redis.TimeoutError as exc:
-                await conn.disconnect(nowait=True)
-                raise WireFailure(exc, replies) from exc
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-        raise AssertionError("unreachable")
-
-    async def close(self) -> None:
-        await self._conn.disconnect(nowait=True)
-        await self._client.aclose()
-        pool = self._client.connection_pool
-        manager = getattr(pool, "sentinel_manager", None)
-        for sentinel in getattr(manager, "sentinels", ()):
-            await sentinel.aclose()
