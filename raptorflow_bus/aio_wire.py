@@ -23,6 +23,8 @@ next one asks the Sentinels again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -75,17 +77,22 @@ def parse(buf: bytearray, pos: int) -> tuple[Any, int]:
     raise redis.ConnectionError(f"unexpected reply from the broker: {bytes(buf[pos:end])!r}")
 
 
+Done = Callable[[list[Any], "BaseException | None"], None]
+
+
 class Replies(asyncio.Protocol):
-    """Collects the replies to the commands written, in order."""
+    """Reads the replies to the commands written, in order, and hands them to
+    the waiting call's callback (from the loop's I/O callback: no task wakes
+    up for it)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._expected = 0
         self.replies: list[Any] = []
-        self._done: asyncio.Future[list[Any]] | None = None
+        self._done: Done | None = None
         self.lost: BaseException | None = None
 
-    def expect(self, n: int, done: asyncio.Future[list[Any]]) -> None:
+    def expect(self, n: int, done: Done) -> None:
         self._expected, self.replies, self._done = n, [], done
 
     def data_received(self, data: bytes) -> None:
@@ -95,7 +102,7 @@ class Replies(asyncio.Protocol):
             try:
                 value, pos = parse(self._buf, pos)
             except (ValueError, redis.ConnectionError) as exc:
-                self._fail(exc if isinstance(exc, redis.ConnectionError) else None)
+                self.fail(exc if isinstance(exc, redis.ConnectionError) else None)
                 return
             if value is _INCOMPLETE:
                 break
@@ -103,102 +110,123 @@ class Replies(asyncio.Protocol):
         del self._buf[:pos]
         if self._done is not None and len(self.replies) >= self._expected:
             done, self._done = self._done, None
-            if not done.done():
-                done.set_result(self.replies)
+            if any(isinstance(r, ReadOnlyError) for r in self.replies):
+                self.lost = redis.ConnectionError("the broker is a replica now (failover)")
+                done(self.replies, self.lost)
+            else:
+                done(self.replies, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(None, exc)
+        self.fail(None, exc)
 
-    def _fail(self, error: BaseException | None, cause: BaseException | None = None) -> None:
-        self.lost = error or redis.ConnectionError(f"connection to the broker lost: {cause}")
+    def fail(self, error: BaseException | None, cause: BaseException | None = None) -> None:
+        """The connection is unusable: the waiting call gets ``error`` (a
+        connection error by default) with the replies that did come."""
+        if self.lost is None:
+            self.lost = error or redis.ConnectionError(f"connection to the broker lost: {cause}")
         done, self._done = self._done, None
-        if done is not None and not done.done():
-            done.set_exception(self.lost)
+        if done is not None:
+            done(self.replies, error or self.lost)
 
 
 class AsyncWire:
-    """The round trip on one asyncio connection of one event loop."""
+    """One asyncio connection of one event loop. ``send`` writes a round's
+    commands and returns at once; the replies (or the failure) reach its
+    callback. Connecting is the one step that awaits (``connect``)."""
 
     def __init__(
         self, client: redis.asyncio.Redis[bytes], *, connect_timeout: float, read_timeout: float
     ) -> None:
         self._client: Any = client
-        self._conn: Any = None
         self._transport: asyncio.Transport | None = None
         self._replies = Replies()
+        self._sent_at: float | None = None  # when the call in flight was written
+        self._watchdog: asyncio.TimerHandle | None = None
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
 
-    async def _connect(self) -> None:
-        """Connect through redis.asyncio, then take its transport over."""
-        self._conn = self._client.connection_pool.make_connection()
-        await self._conn.connect()
-        transport = self._conn._writer.transport
+    @property
+    def usable(self) -> bool:
+        transport = self._transport
+        return transport is not None and not transport.is_closing() and self._replies.lost is None
+
+    async def connect(self) -> None:
+        """Connect through redis.asyncio, then take its transport over; bounded
+        by the connect and read timeouts. Raises ``WireFailure``. The
+        Sentinels' connections are closed once they named the master: the
+        connection is then the wire's only socket (``drop`` needs no await)."""
+        self.drop()
+        conn = self._client.connection_pool.make_connection()
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._read_timeout):
+                await conn.connect()
+                for sentinel in self._sentinels():
+                    await sentinel.aclose()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            if isinstance(exc, (TimeoutError, redis.TimeoutError)):
+                raise WireFailure(redis.TimeoutError(f"cannot connect: {exc}"), []) from exc
+            if isinstance(exc, (redis.ConnectionError, OSError)):
+                cause = (
+                    exc if isinstance(exc, redis.ConnectionError) else redis.ConnectionError(exc)
+                )
+                raise WireFailure(cause, []) from exc
+            raise
+        transport = conn._writer.transport
         self._replies = Replies()
         transport.set_protocol(self._replies)
         self._transport = transport
 
-    async def roundtrip(self, commands: list[bytes]) -> list[Any]:
-        """Send ``commands`` in one write; return one reply per command, an
-        error reply as its exception instance."""
-        loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            replies = self._replies
-            try:
-                if self._transport is None or self._transport.is_closing() or replies.lost:
-                    await self._drop()
-                    async with asyncio.timeout(self._connect_timeout + self._read_timeout):
-                        await self._connect()
-                    replies = self._replies
-                assert self._transport is not None
-                done: asyncio.Future[list[Any]] = loop.create_future()
-                replies.expect(len(commands), done)
-                self._transport.write(b"".join(commands))
-                deadline = loop.call_later(self._read_timeout, _expire, done, self._read_timeout)
-                try:
-                    got = await done
-                finally:
-                    deadline.cancel()
-                if any(isinstance(r, ReadOnlyError) for r in got):
-                    raise redis.ConnectionError("the broker is a replica now (failover)")
-                return got
-            except redis.ConnectionError as exc:
-                partial = list(replies.replies)
-                await self._drop()
-                if attempt == 2 or partial:
-                    raise WireFailure(exc, partial) from exc
-            except (TimeoutError, redis.TimeoutError) as exc:
-                partial = list(replies.replies)
-                await self._drop()
-                condemn_open_connections()
-                cause = redis.TimeoutError(f"no reply from the broker: {exc}")
-                raise WireFailure(cause, partial) from exc
-            except OSError as exc:
-                partial = list(replies.replies)
-                await self._drop()
-                raise WireFailure(redis.ConnectionError(str(exc)), partial) from exc
-            except BaseException:
-                await self._drop()
-                raise
-        raise AssertionError("unreachable")
+    def _sentinels(self) -> list[Any]:
+        manager = getattr(self._client.connection_pool, "sentinel_manager", None)
+        return list(getattr(manager, "sentinels", ()))
 
-    async def _drop(self) -> None:
+    def send(self, commands: list[bytes], done: Done) -> None:
+        """Write ``commands``; ``done(replies, error)`` runs once, with one reply
+        per command (an error reply as its exception), or with the failure and
+        the replies that came first. A timeout drops the connection."""
+        transport, replies = self._transport, self._replies
+        if transport is None or not self.usable:
+            done([], redis.ConnectionError("not connected"))
+            return
+        loop = asyncio.get_running_loop()
+
+        def finish(got: list[Any], error: BaseException | None) -> None:
+            self._sent_at = None
+            done(got, error)
+
+        replies.expect(len(commands), finish)
+        self._sent_at = loop.time()
+        try:
+            transport.write(b"".join(commands))
+        except OSError as exc:
+            replies.fail(redis.ConnectionError(str(exc)))
+            return
+        if self._watchdog is None and self._sent_at is not None:
+            self._watchdog = loop.call_at(self._sent_at + self._read_timeout, self._watch)
+
+    def _watch(self) -> None:
+        """The read timeout of the call in flight. One timer serves many calls:
+        it fires a read timeout after the call it was armed for, and moves on
+        to the call in flight then (a call per timer would cost a timer each)."""
+        self._watchdog = None
+        sent_at, transport = self._sent_at, self._transport
+        if sent_at is None or transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - sent_at < self._read_timeout:
+            self._watchdog = loop.call_at(sent_at + self._read_timeout, self._watch)
+            return
+        condemn_open_connections()
+        self._replies.fail(redis.TimeoutError(f"no reply within {self._read_timeout:.2f}s"))
+        transport.abort()
+
+    def drop(self) -> None:
+        """Close the connection (the next ``connect`` makes a new one)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.abort()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.disconnect(nowait=True)
-
-    async def close(self) -> None:
-        await self._drop()
-        await self._client.aclose()
-        pool = self._client.connection_pool
-        manager = getattr(pool, "sentinel_manager", None)
-        for sentinel in getattr(manager, "sentinels", ()):
-            await sentinel.aclose()
-
-
-def _expire(done: asyncio.Future[list[Any]], after: float) -> None:
-    if not done.done():
-        done.set_exception(redis.TimeoutError(f"no reply within {after:.2f}s"))
