@@ -18,8 +18,8 @@ Delivery tags are opaque to Kombu and must only be unique: 72 random bits per
 process, then the copy's number, in uuid4's shape (``_tags``).
 
 A batch bigger than ``MAX_COPIES`` copies or ``MAX_BYTES`` is split into
-calls that each stay near 5 ms of Redis time (``fanout_job`` says what that
-does to all-or-nothing)."""
+calls that each stay near 5 ms of Redis time at most (``fanout_job`` says
+what that does to all-or-nothing)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ if TYPE_CHECKING:
     from raptorflow_bus.publisher import Prepared
 
 # One call's bounds. Redis runs a script start to finish, so every other
-# client waits for it. Measured with TIME inside the script on the 2-core VM
-# (``tests/test_publish_call.py`` keeps the measuring script): about 1.1 us
-# of Redis time per copy of 900 bytes, so a 1,000-event batch to two queues
-# (2,000 copies) takes 2.2 ms, and 4,000 copies stay near 5 ms.
-MAX_COPIES = 4000
-MAX_BYTES = 4 * 1024 * 1024
+# client waits for it. SLOWLOG on the 2-core VM (bench/throughput.py prints
+# the longest call of a 10,000-event batch) put a copy of 900 bytes at 1.2 to
+# 2.5 us of Redis time, depending on what else the VM ran: 2,000 copies (a
+# 1,000-event batch to a guild and the council) took 2.4 to 5.3 ms.
+MAX_COPIES = 2000
+MAX_BYTES = 2 * 1024 * 1024
 # How long a split batch's progress marker outlives its last call: the time
 # within which sending the batch again (after a lost connection) is safe.
 MARKER_TTL_MS = 60_000

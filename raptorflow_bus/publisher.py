@@ -3,7 +3,11 @@
 The Redis publisher does what Kombu's topic exchange emulation does (one copy
 per bound queue, in Kombu's message format so a stock Kombu consumer reads the
 envelope) but in one Lua script: every copy lands or none does (trap 2), and a
-full queue refuses the whole event (``Backpressure``).
+full queue refuses the whole event (``Backpressure``). How a call is built and
+sent: ``publish_call`` (the bytes), ``fanout_job`` (the rules: a changed table,
+a lost script, a batch too big for one call, per-event mode), ``wire`` (the
+round trip, below redis-py's client layer); the async publish drives the same
+job on its own connection (``group_commit``, ``aio_wire``).
 
 Which queues: every one the exchange's binding table in Redis routes the key
 to, matched exactly as Kombu matches (``bindings``), so a queue a third party

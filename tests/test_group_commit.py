@@ -245,3 +245,29 @@ def test_a_group_on_a_connection_gone_silent_is_bounded_like_an_emit(
                 assert all(s.spooled for s in sent), sent
         finally:
             bus.close()
+
+
+def test_the_loops_connection_closes_when_idle_and_the_next_publish_reconnects(
+    redis_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raptorflow_bus import group_commit
+
+    monkeypatch.setattr(group_commit, "IDLE_SECONDS", 0.05)
+    with redis_backend.bus() as bus:
+
+        def clients() -> int:
+            return int(bus.redis.info("clients")["connected_clients"])
+
+        async def scenario() -> tuple[int, int, int]:
+            await bus.publish(SIGNAL, signal("first"), workspace_id="ws-1")
+            busy = clients()
+            deadline = time.monotonic() + 20
+            while clients() >= busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            idle = clients()
+            await bus.publish(SIGNAL, signal("second"), workspace_id="ws-1")
+            return busy, idle, clients()
+
+        busy, idle, again = asyncio.run(scenario())
+        assert (idle, again) == (busy - 1, busy)
+        assert tags_in(bus.redis, "research") == Counter(["first", "second"])
