@@ -183,6 +183,7 @@ class CallBuilder:
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         self._prologues: dict[tuple[Any, ...], bytes] = {}
         self._kinds: dict[tuple[Any, ...], tuple[Shape, tuple[str, ...]]] = {}
+        self._singles: dict[tuple[Any, ...], tuple[bytes, Shape]] = {}
         self._fields: dict[str, str] = {}
         self._steps = {
             p: (PRIORITY_VALUES[p], PRIORITY_STEPS.index(PRIORITY_VALUES[p]) + 1) for p in Priority
@@ -313,6 +314,8 @@ class CallBuilder:
         ``marker()`` and only the first checks the table token and the whole
         batch's room; in mode 'each' every call stands alone. Without it, one
         call."""
+        if len(prepared) == 1 and mode == ALL:
+            return [self._single(prepared[0], routes[0], token)]
         first_route = routes[0] if routes else ()
         if all(r is first_route for r in routes):
             qset = self.queue_set(first_route)
@@ -371,6 +374,39 @@ class CallBuilder:
             )
             calls.append(Call(start, stop, k if chained else 0, packed))
         return calls
+
+    def _single(self, item: Prepared, queues: tuple[str, ...], token: str) -> Call:
+        """``build`` for one event in mode 'all' (an emit): the whole call but
+        the copies is kept per kind of event and table token."""
+        envelope, body = item
+        workspace = envelope.workspace_id if self._per_workspace else None
+        kind = (queues, envelope.priority, envelope.type, workspace)
+        cached = self._singles.get((*kind, token))
+        if cached is None:
+            qset = self.queue_set(queues)
+            fields: dict[str, int] = {}
+            shape = self._kind(qset, kind, fields)
+            nargs, frame = _runs([(shape, "")], len(fields))
+            nargs += 3 + 4 + qset.nkeys + 7 + 3 * len(qset.queues) + 1 + len(fields)
+            head = (qset.queues, tuple(fields), ALL, token, 0, (1,) * len(qset.queues))
+            prefix = b"".join(
+                [
+                    b"*%d\r\n$7\r\nEVALSHA\r\n" % nargs,
+                    self._prologue(head, qset, self._unsplit_marker),
+                    frame.encode("ascii"),
+                ]
+            )
+            if len(self._singles) > 1024:
+                self._singles.clear()
+            cached = self._singles[(*kind, token)] = (prefix, shape)
+        prefix, shape = cached
+        escaped = _escape(body)
+        size = len(escaped)
+        tag_prefix, tag_numbers = _tags()
+        args: list[Any] = []
+        for extra in shape.extra:
+            args += (size + extra, escaped, tag_prefix, next(tag_numbers))
+        return Call(0, 1, 0, prefix + (shape.copies % tuple(args)).encode("ascii"))
 
     def _spans(self, events: list[tuple[Shape, str]]) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []

@@ -113,22 +113,26 @@ def builder(**kwargs: Any) -> CallBuilder:
     )
 
 
+@pytest.mark.parametrize("events", [1, 2])
 @pytest.mark.parametrize("mode", [ALL, EACH])
 @pytest.mark.parametrize("priority", list(Priority))
-def test_every_copy_is_the_message_kombu_message_writes(priority: Priority, mode: str) -> None:
-    prepared = [envelope(1, priority), envelope(2, priority)]
-    [call] = builder(per_workspace=True).build(
-        prepared, [QUEUES, QUEUES[:2]], mode=mode, token="3:30", split=True
-    )
+def test_every_copy_is_the_message_kombu_message_writes(
+    priority: Priority, mode: str, events: int
+) -> None:
+    prepared = [envelope(1, priority), envelope(2, priority)][:events]
+    routes = [QUEUES, QUEUES[:2]][:events]
+    calls = builder(per_workspace=True)
+    for _ in range(2):  # the second time from what the builder kept
+        [call] = calls.build(prepared, routes, mode=mode, token="3:30", split=True)
     read = layout(parse(call.packed))
     assert read["names"] == list(QUEUES) and read["limits"] == [7, 9, 9]
     assert read["token"] == "3:30" and read["k"] == 0
-    assert read["reserves"] == ([2, 2, 1] if mode == ALL else [0, 0, 0])
+    assert read["reserves"] == ([events, events, 1] if mode == ALL else [0, 0, 0])
     assert read["fields"] == ["signal.detected|published", "ws:ws-1|published"]
     if mode == ALL:
-        assert read["increments"] == [2, 2]
+        assert read["increments"] == [events, events]
     else:
-        assert [fields for fields, _ in read["events"]] == [read["fields"]] * 2
+        assert [fields for fields, _ in read["events"]] == [read["fields"]] * events
     tags = set()
     seen = []
     for list_index, message in read["copies"]:
@@ -143,11 +147,7 @@ def test_every_copy_is_the_message_kombu_message_writes(priority: Priority, mode
         stock_tag = json.loads(stock)["properties"]["delivery_tag"]
         assert message.decode() == stock.replace(stock_tag, tag)
         seen.append((queue, Envelope.from_json(body)))
-    expected = [
-        (q, env)
-        for (env, _), queues in zip(prepared, [QUEUES, QUEUES[:2]], strict=True)
-        for q in queues
-    ]
+    expected = [(q, env) for (env, _), queues in zip(prepared, routes, strict=True) for q in queues]
     assert sorted(seen, key=repr) == sorted(expected, key=repr)
     # Within each list the events keep their order.
     for queue in QUEUES:
