@@ -74,26 +74,26 @@ def command(*args: bytes | str | int) -> bytes:
     return b"".join(parts)
 
 
-def _resp_number(i: int) -> str:
-    text = str(i)
-    return f"${len(text)}\r\n{text}\r\n"
+def _resp_number(i: int) -> bytes:
+    text = b"%d" % i
+    return b"$%d\r\n%b\r\n" % (len(text), text)
 
 
 _NUMBERS = [_resp_number(i) for i in range(4096)]
 
 
-def _num(i: int) -> str:
+def _num(i: int) -> bytes:
     """``i`` as a RESP bulk string (small ones made once)."""
     return _NUMBERS[i] if 0 <= i < 4096 else _resp_number(i)
 
 
-_TTL = _num(MARKER_TTL_MS).encode()
+_TTL = _num(MARKER_TTL_MS)
 
 
-_tag_state: tuple[int, str, Iterator[int]] = (0, "", iter(()))
+_tag_state: tuple[int, bytes, Iterator[int]] = (0, b"", iter(()))
 
 
-def _tags() -> tuple[str, Iterator[int]]:
+def _tags() -> tuple[bytes, Iterator[int]]:
     """Delivery tags are opaque to Kombu and need only be unique: 72 random bits
     per process, then a number per copy, in uuid4's shape (a forked child
     draws its own bits)."""
@@ -101,7 +101,8 @@ def _tags() -> tuple[str, Iterator[int]]:
     pid, prefix, numbers = _tag_state
     if pid != os.getpid():
         h = os.urandom(10).hex()
-        prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        text = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        prefix = text.encode()
         numbers = itertools.count()
         _tag_state = (os.getpid(), prefix, numbers)
     return prefix, numbers
@@ -140,8 +141,8 @@ class Shape:
 
     fields: tuple[int, ...]
     lists: tuple[int, ...]
-    copies: str
-    record: str
+    copies: bytes
+    record: bytes
     extra: tuple[int, ...]
 
 
@@ -203,7 +204,7 @@ class CallBuilder:
                 {q: i for i, q in enumerate(queues, 1)},
                 b"".join(bulk_text(n) for n in names),
                 len(names),
-                "".join(header).encode() + b"".join(bulk_text(q) for q in queues),
+                b"".join(header) + b"".join(bulk_text(q) for q in queues),
             )
             if len(self._sets) > 1024:
                 self._sets.clear()
@@ -228,12 +229,12 @@ class CallBuilder:
             record.append(_num(len(lists)))
             for li, queue in zip(lists, queues, strict=True):
                 # '$<length>\r\n{"body":<escaped><tail><prefix><number>"}}\r\n'
-                tail = message_parts(queue, prio)[1]
-                copy = '$%d\r\n{"body":%s' + tail.replace("%", "%%") + '%s%012x"}}\r\n'
+                tail = message_parts(queue, prio)[1].encode("ascii")
+                copy = b'$%d\r\n{"body":%b' + tail.replace(b"%", b"%%") + b'%b%012x"}}\r\n'
                 copies.append(copy)
                 record += (_num(li), copy)
                 extra.append(len('{"body":') + len(tail) + 36 + len('"}}'))
-            shape = Shape(fields, lists, "".join(copies), "".join(record), tuple(extra))
+            shape = Shape(fields, lists, b"".join(copies), b"".join(record), tuple(extra))
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[key] = shape
@@ -277,18 +278,18 @@ class CallBuilder:
             found = b"".join(
                 [
                     self._sha,
-                    _num(4 + qset.nkeys).encode(),
+                    _num(4 + qset.nkeys),
                     self._fixed_keys,
                     marker_key,
                     qset.keys,
                     bulk_text(token),
                     bulk_text(mode),
-                    _num(k).encode(),
+                    _num(k),
                     _TTL,
                     qset.header,
-                    "".join(map(_num, reserves)).encode(),
-                    _num(len(fields)).encode(),
-                    b"".join(bulk_text(f) for f in fields),
+                    *map(_num, reserves),
+                    _num(len(fields)),
+                    *(bulk_text(f) for f in fields),
                 ]
             )
             if k == 0:  # a split batch's marker is its own: not worth keeping
@@ -328,7 +329,7 @@ class CallBuilder:
         shapes: dict[tuple[Any, ...], Shape] = {}
         counts: dict[tuple[str, ...], int] = {}
         tag_prefix, tag_numbers = _tags()
-        events: list[tuple[Shape, str]] = []
+        events: list[tuple[Shape, bytes]] = []
         per_workspace = self._per_workspace
         bare = mode == ALL  # the copies alone: mode 'all' frames them by runs
         for (envelope, body), queues in zip(prepared, routes, strict=True):
@@ -338,7 +339,7 @@ class CallBuilder:
             if shape is None:
                 shape = shapes[key] = self._kind(qset, key, fields)
             counts[queues] = counts.get(queues, 0) + 1
-            escaped = _escape(body)
+            escaped = _escape(body).encode("ascii")
             size = len(escaped)
             args: list[Any] = []
             for extra in shape.extra:
@@ -365,13 +366,7 @@ class CallBuilder:
                 nargs, text = _runs(span, len(fields))
             else:
                 nargs, text = _records(span)
-            packed = b"".join(
-                [
-                    b"*%d\r\n$7\r\nEVALSHA\r\n" % (fixed_args + nargs),
-                    prologue,
-                    text.encode("ascii"),
-                ]
-            )
+            packed = b"".join([b"*%d\r\n$7\r\nEVALSHA\r\n" % (fixed_args + nargs), prologue, *text])
             calls.append(Call(start, stop, k if chained else 0, packed))
         return calls
 
@@ -386,29 +381,29 @@ class CallBuilder:
             qset = self.queue_set(queues)
             fields: dict[str, int] = {}
             shape = self._kind(qset, kind, fields)
-            nargs, frame = _runs([(shape, "")], len(fields))
+            nargs, frame = _runs([(shape, b"")], len(fields))
             nargs += 3 + 4 + qset.nkeys + 7 + 3 * len(qset.queues) + 1 + len(fields)
             head = (qset.queues, tuple(fields), ALL, token, 0, (1,) * len(qset.queues))
             prefix = b"".join(
                 [
                     b"*%d\r\n$7\r\nEVALSHA\r\n" % nargs,
                     self._prologue(head, qset, self._unsplit_marker),
-                    frame.encode("ascii"),
+                    *frame,
                 ]
             )
             if len(self._singles) > 1024:
                 self._singles.clear()
             cached = self._singles[(*kind, token)] = (prefix, shape)
         prefix, shape = cached
-        escaped = _escape(body)
+        escaped = _escape(body).encode("ascii")
         size = len(escaped)
         tag_prefix, tag_numbers = _tags()
         args: list[Any] = []
         for extra in shape.extra:
             args += (size + extra, escaped, tag_prefix, next(tag_numbers))
-        return Call(0, 1, 0, prefix + (shape.copies % tuple(args)).encode("ascii"))
+        return Call(0, 1, 0, prefix + shape.copies % tuple(args))
 
-    def _spans(self, events: list[tuple[Shape, str]]) -> list[tuple[int, int]]:
+    def _spans(self, events: list[tuple[Shape, bytes]]) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
         start, copies, size = 0, 0, 0
         for i, (shape, text) in enumerate(events):
@@ -422,21 +417,21 @@ class CallBuilder:
         return spans
 
 
-def _runs(events: list[tuple[Shape, str]], nfields: int) -> tuple[int, str]:
+def _runs(events: list[tuple[Shape, bytes]], nfields: int) -> tuple[int, list[bytes]]:
     """Mode 'all': each field's increment, then the events in runs that go to
-    the same lists, each run's lists named once; returns (arguments, RESP text)."""
+    the same lists, each run's lists named once; returns (arguments, RESP parts)."""
     if len(events) == 1:  # an emit
         shape, text = events[0]
         increments = [0] * nfields
         for f in shape.fields:
             increments[f - 1] = 1
         lists = shape.lists
-        head = "".join([*map(_num, increments), _NUMBERS[1], _num(len(lists)), *map(_num, lists)])
-        return nfields + 3 + 2 * len(lists), head + _NUMBERS[1] + text
+        parts = [*map(_num, increments), _NUMBERS[1], _num(len(lists)), *map(_num, lists)]
+        return nfields + 3 + 2 * len(lists), [*parts, _NUMBERS[1], text]
     increments = [0] * nfields
-    parts: list[str] = []
+    runs: list[bytes] = []
     nargs = nfields + 1
-    runs = 0
+    count = 0
     i = 0
     while i < len(events):
         shape = events[i][0]
@@ -447,19 +442,19 @@ def _runs(events: list[tuple[Shape, str]], nfields: int) -> tuple[int, str]:
         for kind in [shape] if same else [s for s, _ in events[i:j]]:
             for f in kind.fields:
                 increments[f - 1] += j - i if same else 1
-        parts += (_num(len(shape.lists)), *map(_num, shape.lists), _num(j - i))
-        parts += [text for _, text in events[i:j]]
+        runs += (_num(len(shape.lists)), *map(_num, shape.lists), _num(j - i))
+        runs += [text for _, text in events[i:j]]
         nargs += 2 + len(shape.lists) * (1 + j - i)
-        runs += 1
+        count += 1
         i = j
-    return nargs, "".join([*map(_num, increments), _num(runs), *parts])
+    return nargs, [*map(_num, increments), _num(count), *runs]
 
 
-def _records(events: list[tuple[Shape, str]]) -> tuple[int, str]:
+def _records(events: list[tuple[Shape, bytes]]) -> tuple[int, list[bytes]]:
     """Mode 'each': the events' records (fields, then copies after their list
-    index); returns (number of arguments, RESP text)."""
+    index); returns (number of arguments, RESP parts)."""
     nargs = 1 + sum(2 + len(shape.fields) + 2 * len(shape.lists) for shape, _ in events)
-    return nargs, _num(len(events)) + "".join([text for _, text in events])
+    return nargs, [_num(len(events)), *(text for _, text in events)]
 
 
 def load_command(source: str) -> bytes:
