@@ -132,9 +132,13 @@ class FanoutJob:
         replies = list(replies)
         if self._load:
             self._load = False
-            if not replies:
+            if replies:
+                loaded = replies.pop(0)
+                if isinstance(loaded, redis.ResponseError):
+                    error = error or loaded
+                    replies = []
+            elif not self.each:
                 return self._fail(error)
-            replies.pop(0)
         acked = None
         if self._pub.replica_acks.replicas and len(replies) > len(self._calls):
             acked = int(replies.pop())

@@ -182,7 +182,7 @@ class GroupCommit:
         try:
             job.feed(replies, error)
         except (Backpressure, BrokerUnavailable) as refused:  # a lone event, mode 'all'
-            self._finish(group, [refused])
+            self._finish(group, [refused] * len(group))
             return
         except Exception as exc:
             self._finish(group, [exc] * len(group))
