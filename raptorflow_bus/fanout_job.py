@@ -54,6 +54,9 @@ from raptorflow_bus.publish_call import (
 if TYPE_CHECKING:
     from raptorflow_bus.publisher import Prepared, RedisPublisher
 
+# A token the script never computes: makes it answer with the table.
+RELOAD = "reload"
+
 # The cached table, the table the script sent back, then that table again
 # without the check (it is one round trip old, as fresh as Kombu's own read).
 ATTEMPTS = 3
@@ -95,6 +98,7 @@ class FanoutJob:
         self._calls: list[Call] = []
         self._todo = list(range(len(prepared)))
         self._batch = ""
+        self._probing = False
         self.outcomes: list[Outcome] = [None] * len(prepared)
         self.done = not prepared
 
@@ -107,8 +111,14 @@ class FanoutJob:
         events = self._prepared
         if len(self._todo) < len(events):
             events = [events[i] for i in self._todo]
-        routes = self._pub.routes(events, self._table)
         token = self._token if self._attempt < ATTEMPTS - 1 else ""
+        if token == RELOAD:  # the cached table is too old: read it first
+            self._probing = True
+            commands = [self._pub.builder.probe(token)]
+            if self._load:
+                commands.insert(0, load_command(self._pub.script_source))
+            return commands
+        routes = self._pub.routes(events, self._table)
         self._calls = self._pub.builder.build(
             events,
             routes,
@@ -139,6 +149,19 @@ class FanoutJob:
                     replies = []
             elif not self.each:
                 return self._fail(error)
+        if self._probing:
+            self._probing = False
+            reply = replies[0] if replies else error
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                return self._reload_script(reply)
+            if isinstance(reply, list) and _code(reply) == STALE:
+                self._new_table(reply)
+                return None
+            failure = error or (reply if isinstance(reply, Exception) else None)
+            if self.each:  # the broker failed: every event does
+                self._calls = [Call(0, len(self._todo), 0, b"")]
+                return self._feed_each([], failure, None)
+            return self._fail(failure)
         acked = None
         if self._pub.replica_acks.replicas and len(replies) > len(self._calls):
             acked = int(replies.pop())

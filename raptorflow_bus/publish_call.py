@@ -370,6 +370,30 @@ class CallBuilder:
             calls.append(Call(start, stop, k if chained else 0, packed))
         return calls
 
+    def probe(self, token: str) -> bytes:
+        """A call with no events: it only checks ``token``. With a token the
+        script never computes, it answers with the table; sent instead of the
+        events when the cached table is known to be too old, so a big batch
+        does not go to Redis once for nothing."""
+        return b"".join(
+            [
+                b"*16\r\n$7\r\nEVALSHA\r\n",
+                self._sha,
+                _num(4),
+                self._fixed_keys,
+                self._unsplit_marker,
+                bulk_text(token),
+                bulk_text(ALL),
+                _num(0),
+                _TTL,
+                _num(0),
+                _num(len(PRIORITY_STEPS)),
+                _num(self._steps[Priority.NORMAL][1]),
+                _num(0),
+                _num(0),
+            ]
+        )
+
     def _single(self, item: Prepared, queues: tuple[str, ...], token: str) -> Call:
         """``build`` for one event in mode 'all' (an emit): the whole call but
         the copies is kept per kind of event and table token."""

@@ -39,7 +39,7 @@ import redis
 from raptorflow_bus import scripts
 from raptorflow_bus.bindings import BindingTable
 from raptorflow_bus.envelope import Envelope
-from raptorflow_bus.fanout_job import FanoutJob, Outcome
+from raptorflow_bus.fanout_job import RELOAD, FanoutJob, Outcome
 from raptorflow_bus.logs import log
 from raptorflow_bus.publish_call import CallBuilder
 from raptorflow_bus.replica_acks import ReplicaAcks
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 Prepared = tuple[Envelope, str]
 
 TABLE_MAX_AGE_SECONDS = 2.0
-# A token the script never computes: makes it answer with the table.
-RELOAD = "reload"
 
 
 class Publisher(Protocol):

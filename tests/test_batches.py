@@ -180,3 +180,18 @@ def test_a_split_batch_sent_again_after_a_lost_reply_writes_nothing_twice(
         expected = Counter({f"s-{n}": 1 for n in range(50)} | {"warm-up": 1})
         assert tags_in(bus.redis, "research") == tags_in(bus.redis, "council") == expected
         assert bus.get_metrics()["events"][SIGNAL]["published"] == 51
+
+
+def test_a_batch_met_with_an_aged_table_reads_it_first_with_an_empty_call(
+    redis_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached table is too old, so the first call is known to come back with
+    the table: it carries no event, and the batch goes to Redis once."""
+    monkeypatch.setattr(RedisPublisher, "max_age_seconds", 0.0)
+    with redis_backend.bus() as bus:
+        bus.redis.config_resetstat()
+        batch = [(SIGNAL, signal(f"s-{n}")) for n in range(5_000)]
+        sent = bus.send_many(batch, workspace_id="ws-1")
+        assert sent.published == 5_000
+        assert evalsha_calls(bus.redis) == 1 + -(-10_000 // MAX_COPIES)
+        assert tags_in(bus.redis, "research") == Counter(f"s-{n}" for n in range(5_000))
