@@ -292,7 +292,7 @@ class Bus:
 
     def async_wire(self) -> AsyncWire:
         """A connection to the broker for the running event loop's publishes,
-        with an emit's bounds (``wire.AsyncWire``)."""
+        with an emit's bounds (``aio_wire.AsyncWire``)."""
         address = self.address
         if address is None:
             raise BrokerUnavailable("the bus is not connected")
