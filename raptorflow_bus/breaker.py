@@ -48,6 +48,8 @@ class Breaker:
 
     def allow(self) -> bool:
         """Whether a caller should try now: the circuit is closed, or its interval passed."""
+        if self._open_until == 0.0:
+            return True  # closed: every emit asks, so no lock for the common answer
         with self._lock:
             return self._clock() >= self._open_until
 
@@ -74,6 +76,8 @@ class Breaker:
 
     def success(self) -> None:
         """Close the circuit and reset the backoff."""
+        if self._opened_at is None and self._open_until == 0.0:
+            return  # already closed (a racing failure() wins either way)
         with self._lock:
             opened_at = self._opened_at
             self._interval = 0.0

@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
 from redis.sentinel import (
     Sentinel,
     SentinelConnectionPool,
@@ -189,6 +191,24 @@ class BrokerAddress:
             list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs(options), **master
         )
         client: redis.Redis[bytes] = sentinel.master_for(str(self.master_name))
+        return client
+
+    def async_client(self, **options: Any) -> redis.asyncio.Redis[bytes]:
+        """``client``'s asyncio twin (the async publish's connection), with the
+        same address, credentials, TLS and Sentinel lookup."""
+        if not self.is_sentinel:
+            return redis.asyncio.Redis.from_url(self.url, **options)
+        master: dict[str, Any] = {**options, "db": self.db}
+        if self.username:
+            master["username"] = self.username
+        if self.password:
+            master["password"] = self.password
+        if self.tls is not None:
+            master.update(ssl=True, **self.tls)
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            list(self.sentinels), sentinel_kwargs=self.sentinel_kwargs(options), **master
+        )
+        client: redis.asyncio.Redis[bytes] = sentinel.master_for(str(self.master_name))
         return client
 
     def sentinel_kwargs(self, options: Mapping[str, Any]) -> dict[str, Any]:

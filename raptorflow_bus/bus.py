@@ -14,10 +14,9 @@ import re
 import socket
 import ssl
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 from celery import Celery
@@ -26,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from raptorflow_bus import keys, tracing
+from raptorflow_bus.aio_wire import AsyncWire
 from raptorflow_bus.backoff import Backoff
 from raptorflow_bus.bindings import Redeclare
 from raptorflow_bus.breaker import Breaker
@@ -36,6 +36,7 @@ from raptorflow_bus.dlq import DeadLetterQueue
 from raptorflow_bus.embedded import EmbeddedRedis
 from raptorflow_bus.envelope import Envelope, Priority, routing_key_for, utcnow
 from raptorflow_bus.errors import (
+    BatchInterrupted,
     BrokerUnavailable,
     BusError,
     ConfigurationError,
@@ -47,8 +48,10 @@ from raptorflow_bus.errors import (
     Unroutable,
 )
 from raptorflow_bus.execution import HandlerTask, run_handler
+from raptorflow_bus.group_commit import Committers
 from raptorflow_bus.handlers import HandlerFunc, HandlerGroup, HandlerSpec, make_spec
 from raptorflow_bus.health import read_health
+from raptorflow_bus.ids import uuid4_string
 from raptorflow_bus.logs import log
 from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.metrics import Metrics
@@ -57,13 +60,15 @@ from raptorflow_bus.publisher import EagerPublisher, Prepared, Publisher, RedisP
 from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.relay import Relay
 from raptorflow_bus.replica_acks import ReplicaAcks
+from raptorflow_bus.send_policy import SendPolicy, log_published
+from raptorflow_bus.sent import Sent, SentBatch
 from raptorflow_bus.settings import Settings, mask_url
 from raptorflow_bus.signing import Signer
 from raptorflow_bus.store import Store
 from raptorflow_bus.topology import Topology
 
 HANDLER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PRIORITIES = frozenset([*Priority, *(p.value for p in Priority)])
+_PRIORITIES = {p: Priority(p) for p in [*Priority, *(p.value for p in Priority)]}
 EventItem = tuple[str, Any] | Mapping[str, Any]
 
 # A broker that has not answered within these bounds counts as unreachable: the
@@ -81,20 +86,7 @@ WAIT_MARGIN_SECONDS = 0.25
 KEEPALIVE_OPTIONS: Any = {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3}
 
 
-class Sent(NamedTuple):
-    """What ``Bus.send`` did: ``spooled`` is True when the event was accepted into
-    the local outbox (the broker was unreachable, or this bus's earlier spooled
-    events had not drained yet) rather than published to its queues."""
-
-    envelope: Envelope
-    spooled: bool
-
-
-class SentBatch(NamedTuple):
-    """What ``Bus.send_many`` did: the whole batch was published, or spooled."""
-
-    envelopes: list[Envelope]
-    spooled: bool
+__all__ = ["Bus", "Sent", "SentBatch", "make_celery_app"]
 
 
 def make_celery_app(settings: Settings, overrides: Mapping[str, Any] | None) -> Celery:
@@ -161,6 +153,9 @@ class Bus:
             self.outbox = Outbox(self.settings.home, target_for(self.settings.broker_url))
             if self.settings.outbox if outbox is None else outbox:
                 self._relay = Relay(self.outbox, self.breaker, self._connected_publisher)
+        self.policy = SendPolicy(self._relay, self.breaker)
+        self._committers = Committers(self)
+        self._timeouts = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
         self.dlq = DeadLetterQueue(self)
         self.signer = Signer.parse(self.settings.signing_keys)
         self.broker_url: str | None = None
@@ -249,9 +244,11 @@ class Bus:
             read_timeout = max(
                 read_timeout, self.replica_acks.timeout_seconds + WAIT_MARGIN_SECONDS
             )
+        connect_timeout = STRICT_TIMEOUT_SECONDS if strict else CONNECT_TIMEOUT_SECONDS
+        self._timeouts = (connect_timeout, read_timeout)
         client = address.client(
             health_check_interval=30,
-            socket_connect_timeout=STRICT_TIMEOUT_SECONDS if strict else CONNECT_TIMEOUT_SECONDS,
+            socket_connect_timeout=connect_timeout,
             socket_timeout=read_timeout,
             socket_keepalive=True,
             socket_keepalive_options=KEEPALIVE_OPTIONS,
@@ -281,6 +278,35 @@ class Bus:
         else:
             log(logging.INFO, f"using broker {mask_url(url)}")
         self.breaker.success()
+
+    @property
+    def redis_publisher(self) -> RedisPublisher | None:
+        """The broker's publisher once connected (None on an eager bus)."""
+        publisher = self._publisher
+        return publisher if isinstance(publisher, RedisPublisher) else None
+
+    def connected_redis_publisher(self) -> RedisPublisher:
+        """Connect if needed; raises ``BrokerUnavailable``."""
+        publisher = self._connected_publisher()
+        if not isinstance(publisher, RedisPublisher):
+            raise BusError("an eager bus has no Redis publisher")
+        return publisher
+
+    def async_wire(self) -> AsyncWire:
+        """A connection to the broker for the running event loop's publishes,
+        with an emit's bounds (``aio_wire.AsyncWire``)."""
+        address = self.address
+        if address is None:
+            raise BrokerUnavailable("the bus is not connected")
+        connect_timeout, read_timeout = self._timeouts
+        client = address.async_client(
+            health_check_interval=30,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=None,
+            socket_keepalive=True,
+            socket_keepalive_options=KEEPALIVE_OPTIONS,
+        )
+        return AsyncWire(client, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
     def declare_topology(self) -> None:
         """Declare exchange, queues and bindings; idempotent (trap 1). Bumps the
@@ -337,8 +363,11 @@ class Bus:
         process of this host (or ``raptorbus outbox drain``) to publish."""
         if self._relay is not None:
             self._relay.stop()
+        self._committers.close()
         with self._lock:
-            self._publisher = None
+            publisher, self._publisher = self._publisher, None
+            if isinstance(publisher, RedisPublisher):
+                publisher.close()
             if self._client is not None:
                 close_client(self._client)
                 self._client = None
@@ -471,19 +500,21 @@ class Bus:
                 f"event {event_type!r} is workspace-scoped: pass workspace_id= or emit inside "
                 "bus_context(workspace_id=...)"
             )
-        correlation = correlation_id or correlation_id_var.get()
-        if priority not in _PRIORITIES:
+        correlation = correlation_id or correlation_id_var.get() or uuid4_string()
+        try:
+            checked_priority = _PRIORITIES[priority]
+        except (KeyError, TypeError):
             raise InvalidEnvelope(
                 f"priority {priority!r} is not one of {', '.join(p.value for p in Priority)}"
-            )
+            ) from None
         try:
             envelope = Envelope(
                 type=event_type,
                 payload=data,
-                priority=Priority(priority),
+                priority=checked_priority,
                 workspace_id=workspace,
-                correlation_id=correlation or str(uuid.uuid4()),
-                request_id=correlation or "",
+                correlation_id=correlation,
+                request_id=correlation,
                 causation_id=causation_id or (current.id if current else None),
                 source_agent_id=source_agent_id,
                 expires_at=expires_at,
@@ -491,11 +522,9 @@ class Bus:
             )
         except ValueError as exc:
             raise InvalidEnvelope(f"invalid envelope for {event_type!r}: {exc}") from exc
-        if not envelope.request_id:
-            envelope = envelope.model_copy(update={"request_id": envelope.correlation_id})
         envelope = self.seal(envelope)
         body = envelope.to_json()
-        size = len(body.encode())
+        size = len(body) if body.isascii() else len(body.encode())
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"event {event_type!r} is {size} bytes, over the limit of "
@@ -529,15 +558,25 @@ class Bus:
         reaches its queues when the outbox drains. Bad input raises before
         anything is published or spooled."""
         prepared = self.prepare(event_type, payload, **options)
-        return Sent(prepared[0], self._send([prepared]))
+        return Sent(prepared[0], self._send([prepared]) > 0)
 
     def emit_many(self, events: Iterable[EventItem], **common: Any) -> list[Envelope]:
-        """All-or-nothing: every event is validated before any is published."""
+        """Every event is validated before any is published; then the batch is
+        published whole or refused whole (``Backpressure``, a broker error).
+
+        A batch over one call's bounds (``publish_call.MAX_COPIES`` copies, about
+        5 ms of Redis time) goes as several calls, sent together and run in
+        order; the first checks every queue's room for the whole batch. If the
+        broker fails after the first of them ran, the published events are a
+        prefix of the batch: with the outbox on, the rest is spooled (the batch
+        is accepted); in strict mode ``BatchInterrupted`` says which events were
+        published. ``send_many`` returns how many were."""
         return self.send_many(events, **common).envelopes
 
     @tracing.traced_send_many
     def send_many(self, events: Iterable[EventItem], **common: Any) -> SentBatch:
-        """``emit_many`` that also says whether the batch was spooled (all or none is)."""
+        """``emit_many`` that also says whether the batch was spooled, and how many
+        of its events (from the start) were published rather than spooled."""
         prepared = []
         for item in events:
             if isinstance(item, Mapping):
@@ -550,65 +589,42 @@ class Bus:
             else:
                 event_type, payload = item
                 prepared.append(self.prepare(event_type, payload, **common))
-        spooled = self._send(prepared) if prepared else False
-        return SentBatch([envelope for envelope, _ in prepared], spooled)
+        spooled = self._send(prepared) if prepared else 0
+        envelopes = [envelope for envelope, _ in prepared]
+        return SentBatch(envelopes, spooled > 0, len(prepared) - spooled)
 
     async def publish(self, event_type: str, payload: Any = None, **options: Any) -> Envelope:
-        return await asyncio.to_thread(self.emit, event_type, payload, **options)
+        """``emit`` for asyncio code. It validates in the calling task, then the
+        event loop's group commit sends it, with every other publish of the same
+        tick, in one script call (``group_commit``); the loop never blocks."""
+        return (await self.asend(event_type, payload, **options)).envelope
 
-    def _send(self, prepared: list[Prepared]) -> bool:
-        """Publish, or spool to the outbox; True when spooled.
+    async def asend(self, event_type: str, payload: Any = None, **options: Any) -> Sent:
+        """``publish`` that also says whether the event was spooled (``send``)."""
+        if self.eager:
+            return await asyncio.to_thread(self.send, event_type, payload, **options)
+        prepared = self.prepare(event_type, payload, **options)
+        return await self._committers.for_running_loop().submit(prepared)
 
-        Spooled events of this bus go first: while any wait, new ones queue
-        behind them in the outbox instead of overtaking them. While the breaker
-        is open the broker is not tried at all, so an emit costs one local
-        write. A timeout is ambiguous (the broker may have published before it
-        went silent); the spooled copy then becomes a counted duplicate."""
-        relay = self._relay
-        if relay is None:
-            self._connected_publisher().publish(prepared)
-            self._log_published(prepared)
-            return False
-        if not self.breaker.allow():
-            relay.spool(prepared)
-            self._log_spooled(prepared, "broker unreachable")
-            return True
-        if relay.spool_if_behind(prepared):
-            self._log_spooled(prepared, "behind this bus's earlier spooled events")
-            return True
+    def _send(self, prepared: list[Prepared]) -> int:
+        """Publish, or spool to the outbox (``send_policy``); return how many of
+        ``prepared`` were spooled (all or none, but for an interrupted split batch)."""
+        policy = self.policy
+        if policy.spool_first(prepared):
+            return len(prepared)
         try:
             self._connected_publisher().publish(prepared)
         except BrokerUnavailable as exc:
-            self.breaker.failure(str(exc))
-            relay.spool(prepared)
-            self._log_spooled(prepared, "broker unreachable")
-            return True
+            policy.unreachable(prepared, exc)
+            return len(prepared)
+        except BatchInterrupted as exc:
+            return policy.interrupted(prepared, exc)
         except BusError:
-            self.breaker.success()
+            policy.answered()
             raise
-        self.breaker.success()
-        self._log_published(prepared)
-        return False
-
-    @staticmethod
-    def _log_published(prepared: list[Prepared]) -> None:
-        for envelope, _ in prepared:
-            log(
-                logging.INFO,
-                f"Publishing event {envelope.type} to {envelope.routing_key}",
-                envelope=envelope,
-                event_id=envelope.id,
-            )
-
-    @staticmethod
-    def _log_spooled(prepared: list[Prepared], reason: str) -> None:
-        for envelope, _ in prepared:
-            log(
-                logging.WARNING,
-                f"spooled event {envelope.type} to the outbox ({reason})",
-                envelope=envelope,
-                event_id=envelope.id,
-            )
+        policy.answered()
+        log_published(prepared)
+        return 0
 
     @property
     def spooling(self) -> bool:

@@ -42,6 +42,8 @@ def check_event_type(event_type: object) -> str:
 class Catalogue:
     def __init__(self, specs: dict[str, EventSpec] | None = None) -> None:
         self._specs: dict[str, EventSpec] = dict(specs or {})
+        for event_type in self._specs:
+            check_event_type(event_type)
 
     @classmethod
     def default(cls) -> Catalogue:
@@ -76,12 +78,14 @@ class Catalogue:
         return len(self._specs)
 
     def spec(self, event_type: str) -> EventSpec:
+        # Every key was checked when it was registered, so a known type needs
+        # no check again (a type that is not a str is never a key).
+        found = self._specs.get(event_type) if isinstance(event_type, str) else None
+        if found is not None:
+            return found
         check_event_type(event_type)
-        try:
-            return self._specs[event_type]
-        except KeyError:
-            close = difflib.get_close_matches(event_type, list(self._specs), n=3, cutoff=0.6)
-            raise UnknownEventType(event_type, close) from None
+        close = difflib.get_close_matches(event_type, list(self._specs), n=3, cutoff=0.6)
+        raise UnknownEventType(event_type, close)
 
     def validate(self, event_type: str, data: Any) -> BaseModel | dict[str, Any]:
         """Return the payload as the handler will see it: a model instance, or a dict."""

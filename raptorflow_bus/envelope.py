@@ -3,12 +3,13 @@ and the dead-letter queue, so an event can be replayed exactly as it was sent.""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from raptorflow_bus.ids import uuid4_string
 
 
 class Priority(StrEnum):
@@ -40,7 +41,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = Field(default_factory=uuid4_string)
     type: str
     version: int = 1
     payload: dict[str, Any]

@@ -4,6 +4,11 @@ the whole family; the ones caused by a bad value also derive from ``ValueError``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raptorflow_bus.envelope import Envelope
+
 
 class BusError(Exception):
     """Base of every error the bus raises on bad input, bad configuration or outage."""
@@ -74,6 +79,36 @@ class NotReplicated(BrokerUnavailable):
 class OutboxUnavailable(BrokerUnavailable):
     """The broker could not be reached and the local outbox could not store the
     events either (disk full, permissions): nothing was accepted."""
+
+
+class BatchInterrupted(BusError):
+    """A batch too big for one script call was split, and the broker failed
+    after its first calls ran: its first ``published`` events are in their
+    queues, the next ``uncertain`` may or may not be (no reply came), and the
+    rest are not. Unlike every other error here, this one does not mean that
+    nothing was published. ``cause`` is the broker error. ``emit_many`` raises
+    it only in strict mode (``envelopes`` then says which events are which);
+    with the outbox on, the events after the published ones are spooled."""
+
+    def __init__(self, published: int, uncertain: int, total: int, cause: BaseException) -> None:
+        super().__init__(
+            f"batch interrupted: the first {published} of {total} events were published, "
+            f"{uncertain} more may have been, the rest were not: {cause}"
+        )
+        self.published = published
+        self.uncertain = uncertain
+        self.total = total
+        self.cause = cause
+        self.envelopes: list[Envelope] = []
+
+    @property
+    def published_envelopes(self) -> list[Envelope]:
+        return self.envelopes[: self.published]
+
+    @property
+    def unpublished_envelopes(self) -> list[Envelope]:
+        """The events not known to be published (the uncertain ones included)."""
+        return self.envelopes[self.published :]
 
 
 class ConfigurationError(BusError, ValueError):

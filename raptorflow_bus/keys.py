@@ -19,6 +19,9 @@ DONE_PREFIX = PREFIX + "done:"
 WAKE_PREFIX = PREFIX + "wake:"
 MALFORMED = PREFIX + "transport:malformed"
 
+# A batch split into several publish calls: how many of them ran (publish.lua).
+BATCH_PREFIX = PREFIX + "batch:"
+
 # Kombu's own unacked records (its default names, shared with stock Kombu).
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
@@ -72,3 +75,8 @@ def dlq_members(group_id: str, workspace: str | None = None) -> str:
     if workspace is None:
         return f"{DLQ_PREFIX}members:{group_id}"
     return f"{DLQ_PREFIX}wsmembers:{group_id}:{workspace}"
+
+
+def batch_marker(batch_id: str) -> str:
+    """How many calls of the split batch ``batch_id`` ran; expires a minute on."""
+    return BATCH_PREFIX + batch_id

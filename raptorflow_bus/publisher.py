@@ -3,7 +3,11 @@
 The Redis publisher does what Kombu's topic exchange emulation does (one copy
 per bound queue, in Kombu's message format so a stock Kombu consumer reads the
 envelope) but in one Lua script: every copy lands or none does (trap 2), and a
-full queue refuses the whole event (``Backpressure``).
+full queue refuses the whole event (``Backpressure``). How a call is built and
+sent: ``publish_call`` (the bytes), ``fanout_job`` (the rules: a changed table,
+a lost script, a batch too big for one call, per-event mode), ``wire`` (the
+round trip, below redis-py's client layer); the async publish drives the same
+job on its own connection (``group_commit``, ``aio_wire``).
 
 Which queues: every one the exchange's binding table in Redis routes the key
 to, matched exactly as Kombu matches (``bindings``), so a queue a third party
@@ -28,20 +32,19 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 
-from raptorflow_bus import keys, scripts
+from raptorflow_bus import scripts
 from raptorflow_bus.bindings import BindingTable
 from raptorflow_bus.envelope import Envelope
-from raptorflow_bus.errors import Backpressure, BrokerOutOfMemory, BrokerUnavailable
+from raptorflow_bus.fanout_job import RELOAD, FanoutJob, Outcome
 from raptorflow_bus.logs import log
-from raptorflow_bus.metrics import WORKSPACE_SCOPE
-from raptorflow_bus.redis_store import METRICS_KEY, metric_field
+from raptorflow_bus.publish_call import CallBuilder
 from raptorflow_bus.replica_acks import ReplicaAcks
-from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, Topology, priority_list
-from raptorflow_bus.transport import kombu_message, wake_key
+from raptorflow_bus.topology import Topology
+from raptorflow_bus.wire import Wire, WireFailure
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -49,12 +52,6 @@ if TYPE_CHECKING:
 Prepared = tuple[Envelope, str]
 
 TABLE_MAX_AGE_SECONDS = 2.0
-# A token the script never computes: makes it answer with the table.
-RELOAD = "reload"
-# The cached table, the table the script sent back, then that table again
-# without the check (it is one round trip old, as fresh as Kombu's own read).
-ATTEMPTS = 3
-PUBLISHED, REFUSED, STALE = 1, 0, 2
 
 
 class Publisher(Protocol):
@@ -75,39 +72,63 @@ class RedisPublisher:
         on_missing: Callable[[Sequence[tuple[str, str]]], None] | None = None,
         max_age_seconds: float | None = None,
     ) -> None:
-        self._client = client
-        self._per_workspace = per_workspace
         self._topology = topology
-        self._script = scripts.register(client, "publish")
-        self._acks = replica_acks or ReplicaAcks()
+        script = scripts.register(client, "publish")
+        self.script_source: str = script.script
+        self.replica_acks = replica_acks or ReplicaAcks()
         self._on_missing = on_missing
         if max_age_seconds is not None:
             self.max_age_seconds = max_age_seconds
-        self._table_keys = [
-            keys.bindings_version(topology.exchange),
-            keys.binding_table(topology.exchange),
-        ]
-        self._limits = {topology.event_queue(c): topology.max_length(c) for c in topology.consumers}
+        limits = {topology.event_queue(c): topology.max_length(c) for c in topology.consumers}
+        foreign = topology.foreign_max_length
+        self.builder = CallBuilder(
+            script.sha,
+            lambda queue: limits.get(queue, foreign),
+            per_workspace=per_workspace,
+            exchange=topology.exchange,
+        )
+        self.wire = Wire(client)
         self._reported: tuple[str, ...] = ()
-        # (table, when it was read); replaced whole, so threads share it safely.
-        self._cached: tuple[BindingTable, float] = (BindingTable(RELOAD, ()), -float("inf"))
+        # (table, when it was read, its routes); replaced whole, so threads share it safely.
+        self._cached: tuple[BindingTable, float, dict[str, tuple[str, ...]]] = (
+            BindingTable(RELOAD, ()),
+            -float("inf"),
+            {},
+        )
 
     @property
     def table(self) -> BindingTable:
         """The binding table the last emit was fanned out with."""
         return self._cached[0]
 
+    def table_and_token(self) -> tuple[BindingTable, str]:
+        """The cached table, and the token to check it with (RELOAD once it aged)."""
+        table, read_at, _ = self._cached
+        fresh = time.monotonic() - read_at < self.max_age_seconds
+        return table, table.token if fresh else RELOAD
+
     def publish(self, prepared: Sequence[Prepared]) -> None:
-        table, read_at = self._cached
-        token = table.token if time.monotonic() - read_at < self.max_age_seconds else RELOAD
-        for attempt in range(ATTEMPTS):
-            result = self._run(prepared, table, token if attempt < ATTEMPTS - 1 else "")
-            if int(result[0]) != STALE:
-                break
-            table = self._load(_text(result[1]), result[2:])
-            token = table.token
-        if int(result[0]) == REFUSED:
-            raise Backpressure(_text(result[1]), int(result[2]), int(result[3]))
+        """Every event to every queue it routes to, or raise (``fanout_job``:
+        a batch over the call bounds is split, and may raise ``BatchInterrupted``)."""
+        self._drive(FanoutJob(self, prepared, each=False))
+
+    def publish_each(self, prepared: Sequence[Prepared]) -> list[Outcome]:
+        """Each event on its own: None where it was published, else its error."""
+        job = FanoutJob(self, prepared, each=True)
+        self._drive(job)
+        return job.outcomes
+
+    def _drive(self, job: FanoutJob) -> None:
+        while (commands := job.next_round()) is not None:
+            try:
+                replies = self.wire.roundtrip(commands)
+            except WireFailure as failure:
+                job.feed(failure.replies, failure.cause)
+            else:
+                job.feed(replies)
+
+    def close(self) -> None:
+        self.wire.close()
 
     def queues_for(self, routing_key: str, table: BindingTable) -> tuple[str, ...]:
         """routing.py's consumers for ``routing_key``, then the other queues the
@@ -116,9 +137,25 @@ class RedisPublisher:
         own = tuple(topo.event_queue(c) for c in topo.consumers_for(routing_key))
         return own + tuple(q for q in table.queues_for(routing_key) if q not in own)
 
-    def _load(self, token: str, members: Sequence[bytes]) -> BindingTable:
+    def routes(self, prepared: Sequence[Prepared], table: BindingTable) -> list[tuple[str, ...]]:
+        """Each event's queues (``queues_for``), kept per event type with the
+        table they were computed from; an event of one type is the same tuple."""
+        cached = self._cached
+        by_type = cached[2] if cached[0] is table else {}
+        routes = []
+        for envelope, _ in prepared:
+            found = by_type.get(envelope.type)
+            if found is None:
+                found = self.queues_for(envelope.routing_key, table)
+                if len(by_type) < 4096:
+                    by_type[envelope.type] = found
+            routes.append(found)
+        return routes
+
+    def reload(self, token: str, members: Sequence[bytes]) -> BindingTable:
+        """Take the table the script sent back."""
         table = BindingTable.parse(token, members)
-        self._cached = (table, time.monotonic())
+        self._cached = (table, time.monotonic(), {})
         if table.unusable and table.unusable != self._reported:
             self._reported = table.unusable
             log(
@@ -130,50 +167,6 @@ class RedisPublisher:
         if missing and self._on_missing is not None:
             self._on_missing(missing)
         return table
-
-    def _run(self, prepared: Sequence[Prepared], table: BindingTable, token: str) -> Any:
-        index: dict[str, int] = {}
-        pushes: list[Any] = []
-        published: dict[str, int] = {}
-        for envelope, body in prepared:
-            priority = PRIORITY_VALUES[envelope.priority]
-            step = PRIORITY_STEPS.index(priority) + 1
-            published[envelope.type] = published.get(envelope.type, 0) + 1
-            if self._per_workspace and envelope.workspace_id is not None:
-                scope = WORKSPACE_SCOPE + envelope.workspace_id
-                published[scope] = published.get(scope, 0) + 1
-            for queue in self.queues_for(envelope.routing_key, table):
-                qi = index.setdefault(queue, len(index) + 1)
-                pushes += (qi, step, kombu_message(body, queue, priority))
-        queues = list(index)
-        default_limit = self._topology.foreign_max_length
-        script_keys = [METRICS_KEY, *self._table_keys]
-        script_keys += [priority_list(q, s) for q in queues for s in PRIORITY_STEPS]
-        script_keys += [wake_key(q) for q in queues]
-        args: list[Any] = [token, len(queues), len(PRIORITY_STEPS)]
-        args += [self._limits.get(q, default_limit) for q in queues]
-        args += queues
-        args += [len(pushes) // 3, *pushes, len(published)]
-        for scope, n in published.items():
-            args += (metric_field(scope, "published"), n)
-        try:
-            return self._acks.run_script(self._client, self._script, script_keys, args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerUnavailable(f"broker unreachable, event not published: {exc}") from exc
-        except redis.ResponseError as exc:
-            # Before Redis 7 a script may write past maxmemory once it has
-            # written; the first LPUSH is refused, so nothing is half-published.
-            # Redis 6.2 reports it inside the script error, 7.x as OutOfMemoryError;
-            # both say this.
-            if "used memory > 'maxmemory'" in str(exc):
-                raise BrokerOutOfMemory(
-                    f"broker out of memory, event not published: {exc}"
-                ) from exc
-            raise
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class EagerPublisher:

@@ -189,13 +189,13 @@ def _traced_emit(name: Callable[[tuple[Any, ...], Mapping[str, Any]], str]) -> A
 
 def _describe_sent(span: Span, result: Any) -> None:
     """``result`` is a ``Sent`` (one envelope) or a ``SentBatch`` (a list)."""
-    envelopes, spooled = result
-    if isinstance(envelopes, Envelope):
-        span.set_attributes(_envelope_attributes(envelopes))
+    envelopes = getattr(result, "envelopes", None)
+    if envelopes is None:
+        span.set_attributes(_envelope_attributes(result.envelope))
     else:
         span.set_attribute("raptorbus.event_count", len(envelopes))
         span.set_attribute("raptorbus.event_types", sorted({e.type for e in envelopes}))
-    span.set_attribute("raptorbus.spooled", bool(spooled))
+    span.set_attribute("raptorbus.spooled", bool(result.spooled))
 
 
 traced_send: Callable[[Callable[P, R]], Callable[P, R]] = _traced_emit(

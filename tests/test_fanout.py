@@ -79,7 +79,7 @@ def stock_publish(redis_url: str, body: Any, routing_key: str) -> None:
 
 
 # What publish.lua calls inside Redis (INFO commandstats counts those too).
-IN_SCRIPT = {"get", "scard", "smembers", "llen", "lpush", "ltrim", "hincrby"}
+IN_SCRIPT = {"get", "scard", "smembers", "exists", "llen", "lpush", "ltrim", "hincrby", "set"}
 
 
 def command_calls(bus: Bus) -> Counter[str]:

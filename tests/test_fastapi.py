@@ -135,14 +135,15 @@ def test_every_bus_error_maps_to_a_json_answer_and_bad_input_to_a_4xx() -> None:
     classes = [
         c for _, c in inspect.getmembers(errors_module, inspect.isclass) if issubclass(c, BusError)
     ] + [InvalidRequest, Forbidden]
+    special: dict[str, tuple[Any, ...]] = {
+        "Backpressure": ("q", 1, 2),
+        "UnknownEventType": ("x", []),
+        "BatchInterrupted": (1, 0, 3, OSError("gone")),
+    }
     for cls in classes:
-        exc = (
-            cls("q", 1, 2)
-            if cls.__name__ == "Backpressure"
-            else (cls("x", []) if cls.__name__ == "UnknownEventType" else cls("boom"))
-        )
+        exc = cls(*special.get(cls.__name__, ("boom",)))
         status = status_for(exc)
-        if issubclass(cls, errors_module.BrokerUnavailable):
+        if issubclass(cls, (errors_module.BrokerUnavailable, errors_module.BatchInterrupted)):
             assert status == 503, cls
         elif cls is ConfigurationError:
             assert status == 500

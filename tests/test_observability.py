@@ -166,12 +166,20 @@ def test_queue_depth_and_oldest_age_rise_while_workers_are_stopped_and_fall_to_z
             assert age == 0
 
 
-def commands_from(client: redis.Redis[bytes], source: redis.Redis[bytes], action: Any) -> list[str]:
-    """Every top-level command ``source`` sends to Redis while ``action`` runs,
-    as MONITOR shows them (script-internal commands are the script's work)."""
+def commands_from(client: redis.Redis[bytes], bus: Bus, action: Any) -> list[str]:
+    """Every top-level command ``bus`` sends to Redis while ``action`` runs, on
+    its client's pooled connection or its publisher's own (``wire``), as
+    MONITOR shows them (script-internal commands are the script's work)."""
+    source = bus.redis
     connection = source.connection_pool.get_connection()
-    host, port = connection._sock.getsockname()[:2]  # type: ignore[union-attr]
+    own = {connection._sock.getsockname()[:2]}  # type: ignore[union-attr]
     source.connection_pool.release(connection)
+    publisher = bus.redis_publisher
+    assert publisher is not None
+    wire = publisher.wire._conn
+    if wire is not None and wire._sock is not None:
+        own.add(wire._sock.getsockname()[:2])
+    addresses = {(host, str(port)) for host, port in own}
     seen: list[dict[str, Any]] = []
     stop = "raptorbus-monitor-stop"
     ready = threading.Event()
@@ -194,7 +202,7 @@ def commands_from(client: redis.Redis[bytes], source: redis.Redis[bytes], action
     return [
         c["command"].split()[0].upper()
         for c in seen
-        if (c.get("client_address"), c.get("client_port")) == (host, str(port))
+        if (c.get("client_address"), c.get("client_port")) in addresses
     ]
 
 
@@ -207,7 +215,7 @@ def test_counting_costs_emit_no_round_trip(redis_url: str) -> None:
         try:
             sent = commands_from(
                 watcher,
-                bus.redis,
+                bus,
                 lambda: [
                     bus.emit("signal.detected", SIGNAL, workspace_id="ws-a") for _ in range(20)
                 ],

@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from raptorflow_bus.errors import (
     Backpressure,
+    BatchInterrupted,
     BrokerUnavailable,
     BusError,
     ConfigurationError,
@@ -62,6 +63,8 @@ STATUS: tuple[tuple[type[BusError], int], ...] = (
     (Unroutable, 422),
     (Backpressure, 429),
     (BrokerUnavailable, 503),
+    # Strict mode only: part of a split batch is published; the detail says which.
+    (BatchInterrupted, 503),
     # The deployment is misconfigured: no request can fix that, so not a 4xx.
     (ConfigurationError, 500),
 )
