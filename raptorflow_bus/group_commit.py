@@ -106,8 +106,10 @@ class GroupCommit:
         return future
 
     def close(self) -> None:
-        """Let the call in flight finish, fail the waiting publishes, close the
-        connection (from any thread; a loop that no longer runs has nothing to do)."""
+        """Fail the waiting publishes and close the connection: a call in
+        flight then ends as if the broker went away (its events spool, or fail
+        in strict mode). From any thread; a loop that no longer runs has
+        nothing to close."""
         loop = self._loop()
         if loop is None or loop.is_closed():
             return

@@ -35,7 +35,8 @@
 -- ARGV[4]                       how long the progress marker lives, ms
 -- ARGV[5]                       nq, the number of queues
 -- ARGV[6]                       ns, the number of priority steps
--- ARGV[7]                       the step most events use (its list is read first)
+-- ARGV[7]                       the index (1..ns) of the step most events use
+--                               (its list is read first)
 -- then nq limits, nq queue names, nq reserves (mode 'all'; 0 = no check),
 -- then nf and nf metrics fields, then
 --   'all':  nf increments, then nr and nr runs of events that go to the
@@ -46,7 +47,8 @@
 -- Returns {1} when published ('each': {1, then event index, queue, depth,
 -- limit for each refused event}), {0, queue, depth, limit} when refused,
 -- {2, token, member...} when the table changed, {3} when an earlier call of
--- the split batch did not run.
+-- the split batch did not run. A queue that got copies gets its wake token
+-- (``transport``) if it has none: the list holds at most one.
 if ARGV[1] ~= '' then
   local token = (redis.call('GET', KEYS[2]) or '0') .. ':' .. redis.call('SCARD', KEYS[3])
   if token ~= ARGV[1] then
