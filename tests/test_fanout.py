@@ -86,8 +86,9 @@ def command_calls(bus: Bus) -> Counter[str]:
     """Calls per command since CONFIG RESETSTAT, the test's own left out."""
     stats: dict[str, dict[str, int]] = bus.redis.info("commandstats")
     calls = Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
-    for own in ("info", "config"):
-        calls.pop(own, None)
+    # Redis 7 counts subcommands apart ("config|resetstat"); 6.2 does not.
+    for own in [c for c in calls if c.split("|")[0] in ("info", "config")]:
+        calls.pop(own)
     assert set(calls) - IN_SCRIPT <= {"evalsha"}, calls
     return calls
 
