@@ -170,11 +170,14 @@ def _traced_message(
 
 @dataclass(frozen=True)
 class HandlerTasks:
-    """The task messages of one event for one consumer, and where they go."""
+    """The task messages of one event for one consumer, and where they go; the
+    envelope and handler names count a second copy of the event as duplicates."""
 
     queue: str
     key: str
     messages: Sequence[str]
+    envelope: Envelope
+    handlers: Sequence[str] = ()
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -202,7 +205,8 @@ def handler_tasks(
         )
         for spec in specs
     ]
-    return HandlerTasks(queue, priority_list(queue, priority), messages)
+    handlers = [spec.task_name for spec in specs]
+    return HandlerTasks(queue, priority_list(queue, priority), messages, envelope, handlers)
 
 
 def dispatch(

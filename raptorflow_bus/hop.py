@@ -24,7 +24,6 @@ loop, and events would wait behind every handler run."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -37,9 +36,9 @@ from raptorflow_bus import keys, scripts
 from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.hop_batch import Plan, Popped, plan_batch
 from raptorflow_bus.logs import log
-from raptorflow_bus.reaper import redelivered, step_list
+from raptorflow_bus.reaper import step_list
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
-from raptorflow_bus.transport import HOLDERS, NEEDS_SWEEP, sweep, wake
+from raptorflow_bus.transport import HOLDERS, NEEDS_SWEEP, sweep
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -145,48 +144,81 @@ class EventHop:
 
     def commit(self, plan: Plan) -> None:
         """Write the tasks, wake their queues and ack the events, in one script;
-        with replica acks the WAIT follows in the same round trip."""
+        with replica acks the WAIT follows in the same round trip, and while
+        replicas do not confirm the batch the hop waits for them (``_confirm``)."""
         owned = keys.owned(self.owner) if self.owner else ""
         wakes: dict[str, int] = {}
         lists: dict[str, int] = {}
         args: list[Any] = []
         for popped, tasks in zip(plan.popped, plan.tasks, strict=True):
-            messages = tasks.messages if tasks is not None else ()
-            args += [popped.tag, len(messages)]
-            if tasks is not None and messages:
-                wakes.setdefault(keys.wake(tasks.queue), len(wakes))
-                index = lists.setdefault(tasks.key, len(lists) + 1)
-                for message in messages:
-                    args += [index, message]
+            if tasks is None or not tasks.messages:
+                args += [popped.tag, "", 0]
+                continue
+            wakes.setdefault(keys.wake(tasks.queue), len(wakes))
+            index = lists.setdefault(tasks.key, len(lists) + 1)
+            args += [popped.tag, keys.dispatched(tasks.queue, tasks.envelope.id), len(tasks)]
+            for message in tasks.messages:
+                args += [index, message]
         script_keys = [keys.UNACKED, keys.UNACKED_INDEX, owned, *wakes, *lists]
+        args = [len(wakes), len(plan.popped), self.bus.dedup_ttl, *args]
         try:
-            self.bus.replica_acks.run_script(
-                self.client, self._commit, script_keys, [len(wakes), len(plan.popped), *args]
-            )
-        except NotReplicated:
-            self._requeue(plan)
-            raise
+            flags = self.bus.replica_acks.run_script(self.client, self._commit, script_keys, args)
+        except NotReplicated as exc:
+            self._confirm(exc)
+            return
         except (redis.ConnectionError, redis.TimeoutError):
             self._mark_for_sweep()
             raise
         finally:
             self._held = []
+        self._report_confirmed()
+        self._count_copies(plan, flags)
 
-    def _requeue(self, plan: Plan) -> None:
-        """The master took the tasks and the acks but too few replicas confirmed
-        them: the events that had tasks go back for a later attempt, as Kombu's
-        requeue would put them (a task that did land runs once: its copy is a
-        counted duplicate)."""
-        pipe = self.client.pipeline(transaction=False)
-        for popped, tasks in zip(plan.popped, plan.tasks, strict=True):
-            if tasks is None or not tasks.messages:
+    def _confirm(self, exc: NotReplicated) -> None:
+        """The master took the tasks and the acks, but too few replicas confirmed
+        them: wait for the replicas, with nothing else to hop meanwhile (a new
+        batch could not be confirmed either). If the master dies first, the
+        promoted replica still has these events queued or recorded against this
+        worker, and the sweep after the lost connection puts them back; their
+        tasks, if they did get there, are known by their dispatched markers.
+
+        The write that WAIT then measures is this worker's heartbeat: harmless
+        on any server (a stale marker on a new master would drop its events)."""
+        self._report_held_back(exc)
+        owner = self.owner
+
+        def beat(pipe: Any) -> None:
+            if owner:
+                pipe.zadd(keys.HEARTBEATS, {owner: time.time()}, xx=True)
+
+        try:
+            confirmed = self.bus.replica_acks.confirm(
+                self.client, beat, lambda: not self._stop.is_set()
+            )
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._mark_for_sweep()
+            raise
+        if confirmed:
+            self._report_confirmed()
+
+    def _count_copies(self, plan: Plan, flags: Sequence[Any]) -> None:
+        """A second copy of an event wrote nothing: count it where a second copy
+        of a task is counted, as a duplicate of each of its handlers."""
+        counts: dict[tuple[str, str], int] = {}
+        metrics = self.bus.metrics
+        for tasks, flag in zip(plan.tasks, flags, strict=True):
+            if tasks is None or int(flag) != 2:
                 continue
-            again = redelivered(json.loads(popped.message))
-            if again is not None:
-                text, priority = again
-                pipe.lpush(step_list(popped.queue, priority, self.steps, self.sep), text)
-                wake(pipe, popped.queue)
-        pipe.execute()
+            env = tasks.envelope
+            for name in tasks.handlers:
+                found = metrics.counts(
+                    env.type, "duplicates", handler=name, workspace=env.workspace_id
+                )
+                for field, n in found.items():
+                    counts[field] = counts.get(field, 0) + n
+            log(logging.INFO, f"skipped a second copy of {env.type}", envelope=env)
+        if counts:
+            self.bus.store.incr(counts)
 
     def _mark_for_sweep(self) -> None:
         self._held = []
@@ -204,20 +236,14 @@ class EventHop:
             except BaseException:
                 self._mark_for_sweep()
                 raise
-            try:
-                self.commit(plan)
-            except NotReplicated as exc:
-                self._report_held_back(exc)
-                return True
-            self._report_confirmed()
+            self.commit(plan)
         return more
 
     def _report_held_back(self, exc: NotReplicated) -> None:
         if not self._held_back:
             log(
                 logging.WARNING,
-                f"dispatch to {'+'.join(self.consumers)!r} requeues events until replicas "
-                f"confirm: {exc}",
+                f"dispatch to {'+'.join(self.consumers)!r} waits until replicas confirm: {exc}",
             )
         self._held_back = True
 

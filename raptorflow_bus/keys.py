@@ -14,6 +14,8 @@ DLQ_PREFIX = PREFIX + "dlq:"
 DLQ_CELLS = DLQ_PREFIX + "cells"
 DLQ_GROUPS = DLQ_PREFIX + "groups"
 DONE_PREFIX = PREFIX + "done:"
+# Events whose handler tasks the event hop wrote (lua/dispatch_events.lua).
+DISPATCHED_PREFIX = PREFIX + "dispatched:"
 
 # The transport: wake tokens, and messages nobody can parse.
 WAKE_PREFIX = PREFIX + "wake:"
@@ -75,6 +77,14 @@ def dlq_members(group_id: str, workspace: str | None = None) -> str:
     if workspace is None:
         return f"{DLQ_PREFIX}members:{group_id}"
     return f"{DLQ_PREFIX}wsmembers:{group_id}:{workspace}"
+
+
+def dispatched(handler_queue: str, event_id: str) -> str:
+    """Set when the event hop writes ``event_id``'s tasks into ``handler_queue``,
+    for as long as a done record lives: a second copy of the event (an emit
+    spooled though its write landed, a stock producer's resend) then writes no
+    second copy of the tasks, which two pool children could run at once."""
+    return f"{DISPATCHED_PREFIX}{handler_queue}:{event_id}"
 
 
 def batch_marker(batch_id: str) -> str:

@@ -5,9 +5,10 @@ remove letters (``lua/dlq_groups.lua``)."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import redis
 
@@ -23,8 +24,12 @@ from raptorflow_bus.dlq_groups import (
     timestamp,
     workspace_token,
 )
+from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.store import Counts, Position
+
+logger = logging.getLogger("bus")
+T = TypeVar("T")
 
 PREFIX = keys.PREFIX
 METRICS_KEY = keys.METRICS
@@ -70,19 +75,39 @@ class RedisStore:
 
         Retries come often: when the broker is back, the worker reconnects and
         hands this run's delivery back (its channel died), and the record must
-        be written before another pool child claims the copy."""
+        be written before another pool child claims the copy.
+
+        With replica acks the record must also reach the replicas, or a
+        failover right after brings back a master that never saw it, and the
+        run's task with it: the record is written again until they confirm it
+        (a record on any master is true, the handler did run)."""
         deadline = time.monotonic() + FINISH_PATIENCE_SECONDS
-        pause = 0.05
+        done = DONE_PREFIX + task_id
         fields = [x for (s, c), n in counts.items() for x in (metric_field(s, c), n)]
-        while True:
-            try:
-                self._finish(keys=[DONE_PREFIX + task_id, METRICS_KEY], args=[ttl_seconds, *fields])
-                return
-            except redis.ConnectionError:
-                if time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.25)
+        acks = self.replica_acks
+        try:
+            _patiently(
+                deadline,
+                lambda: acks.run_script(
+                    self.client, self._finish, [done, METRICS_KEY], [ttl_seconds, *fields]
+                ),
+            )
+            return
+        except NotReplicated:
+            pass
+
+        def again(pipe: Any) -> None:
+            pipe.set(done, b"1", ex=ttl_seconds)
+
+        def confirmed() -> bool:
+            return acks.confirm(self.client, again, lambda: time.monotonic() < deadline)
+
+        if not _patiently(deadline, confirmed):
+            logger.warning(
+                f"the done record of {task_id} was not confirmed by {acks.replicas} "
+                f"replica(s) within {FINISH_PATIENCE_SECONDS:.0f} s; a failover now "
+                "would run it again"
+            )
 
     @staticmethod
     def _add(pipe: Any, counts: Counts) -> None:
@@ -273,3 +298,16 @@ class RedisStore:
         keys = list(self.client.scan_iter(match=PREFIX + "*", count=1000))
         if keys:
             self.client.delete(*keys)
+
+
+def _patiently(deadline: float, call: Callable[[], T]) -> T:
+    """``call()``, again after a refused or dropped connection until ``deadline``."""
+    pause = 0.05
+    while True:
+        try:
+            return call()
+        except redis.ConnectionError:
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)

@@ -5,15 +5,17 @@ can take the write with it, and Sentinel then promotes a replica that never saw
 it. ``WAIT n timeout`` blocks until ``n`` replicas have processed every earlier
 write of the connection, so it goes in the same pipeline as the write it
 guards (it is refused inside a Lua script). When fewer confirm in time the
-write is reported as ``NotReplicated``, a ``BrokerUnavailable``, and the caller
-does what it does when the broker is down: the emit spools, the event step
-requeues the event, a dead letter's task is requeued.
+write is reported as ``NotReplicated``, a ``BrokerUnavailable``. An emit then
+spools and a dead letter's task is requeued; the event step and a handler's
+done record, whose writes are already on the master and must not be made
+twice, wait for the replicas instead (``confirm``).
 
 A replica confirms once it has the write in memory, not on disk: the guard is
 against losing the master, not against losing both servers at once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,26 @@ class ReplicaAcks:
                 f"{self.timeout_ms} ms; a failover could lose it"
             )
         return results
+
+    def confirm(
+        self, client: redis.Redis[bytes], write: Callable[[Any], object], go_on: Callable[[], bool]
+    ) -> bool:
+        """After ``NotReplicated``: until replicas confirm or ``go_on`` says stop,
+        send ``write`` (a harmless, idempotent write that ``write(pipe)`` queues)
+        and WAIT. WAIT counts a connection's own writes, so a write of its own
+        makes the answer true of everything the master took before it, even on
+        another pooled connection. Whether the replicas confirmed. A connection
+        error propagates: the server may then no longer be the one that took
+        the unconfirmed write."""
+        while go_on():
+            pipe = client.pipeline(transaction=False)
+            write(pipe)
+            try:
+                self.execute(pipe)
+                return True
+            except NotReplicated:
+                continue
+        return False
 
     def run_script(
         self, client: redis.Redis[bytes], script: Any, keys: list[Any], args: list[Any]

@@ -5,6 +5,7 @@ failover (emit, the event step's handler tasks, a dead letter) is refused as
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,21 +123,61 @@ def test_a_server_that_forgot_the_publish_script_gets_it_again(
         assert bus.redis.llen(COUNCIL) == 2
 
 
-def test_the_event_hop_requeues_a_batch_its_replicas_did_not_confirm(
+def test_the_event_hop_waits_for_its_replicas_and_a_second_copy_writes_no_task(
     servers: tuple[DataServer, DataServer], tmp_path: Path
 ) -> None:
     """The commit script ran on the master (tasks written, events acked), but WAIT
-    saw no replica: the events go back to their queue for a later attempt, as the
-    event step's requeue did, and the hop reports the batch held back."""
+    saw no replica: the hop holds on until a replica confirms the batch, and
+    writes nothing twice. The same three events delivered again (what the relay
+    does with an emit that spooled though its write had landed) write no second
+    copy of their tasks, which two pool children could run at once: each copy
+    is a counted duplicate."""
     master, replica = servers
+    handler_list = priority_list("council.handlers", 6)
     with _bus(master.url, tmp_path) as bus:
         bus.load_handlers(["tests.faults.handlers"])
         for _ in range(3):
             bus.emit("system.metrics", METRICS)
+        copies = bus.redis.lrange(COUNCIL, 0, -1)
         hop = EventHop(bus, ["council"], new_worker_id(["council"]))
         replica.stop()
-        assert hop.step() is True
-        assert bus.redis.llen(COUNCIL) == 3
-        assert bus.redis.llen(priority_list("council.handlers", 6)) == 3
+        stepping = threading.Thread(target=hop.step, daemon=True)
+        stepping.start()
+        stepping.join(1.5)
+        assert stepping.is_alive(), "the hop went on without a replica's confirmation"
+        assert (bus.redis.llen(COUNCIL), bus.redis.llen(handler_list)) == (0, 3)
+        replica.start()
+        assert _linked(replica, master)
+        stepping.join(30)
+        assert not stepping.is_alive()
+        bus.redis.lpush(COUNCIL, *reversed(copies))
+        assert hop.step() is False
+        assert (bus.redis.llen(COUNCIL), bus.redis.llen(handler_list)) == (0, 3)
         assert bus.redis.hlen(keys.UNACKED) == 0
+        assert bus.get_metrics()["handlers"]["council.count_run"]["duplicates"] == 3
         hop.stop()
+
+
+def test_a_done_record_is_written_until_a_replica_holds_it(
+    servers: tuple[DataServer, DataServer], tmp_path: Path
+) -> None:
+    """The handler has run; a done record that only the master holds comes
+    back missing after a failover, and the run's task with it: finishing waits
+    for a replica, and the record is then on it."""
+    master, replica = servers
+    done = keys.DONE_PREFIX + "task-1"
+    with _bus(master.url, tmp_path) as bus:
+        replica.stop()
+        finishing = threading.Thread(
+            target=bus.store.finish, args=("task-1", 60, {("system.metrics", "succeeded"): 1})
+        )
+        finishing.start()
+        finishing.join(1.5)
+        assert finishing.is_alive(), "finish returned before any replica held the record"
+        replica.start()
+        assert _linked(replica, master)
+        finishing.join(30)
+        assert not finishing.is_alive()
+        with replica.client() as client:
+            assert client.exists(done) == 1
+        assert bus.get_metrics()["events"]["system.metrics"]["succeeded"] == 1

@@ -22,6 +22,9 @@ from raptorflow_bus import Envelope, HandlerGroup
 LEDGER_URL_ENV = "RAPTORBUS_FAULT_LEDGER_URL"
 SLEEP_ENV = "RAPTORBUS_FAULT_SLEEP"
 RUNS, DONE, ORDER, PIDS, FIXED = "runs", "done", "order", "pids", "fixed"
+# Every start and finish as "<event id> <start|done> <pid> <time>": read only to
+# tell how an event came to run twice (one process after another, or two at once).
+TRACE = "trace"
 
 handlers = HandlerGroup("council")
 
@@ -41,6 +44,7 @@ def _started(envelope: Envelope) -> redis.Redis[bytes]:
     pipe = client.pipeline(transaction=True)
     pipe.hincrby(RUNS, envelope.id, 1)
     pipe.hset(PIDS, envelope.id, os.getpid())
+    pipe.rpush(TRACE, f"{envelope.id} start {os.getpid()} {time.time():.4f}")
     pipe.execute()
     return client
 
@@ -49,6 +53,7 @@ def _finished(client: redis.Redis[bytes], envelope: Envelope) -> None:
     pipe = client.pipeline(transaction=True)
     pipe.hincrby(DONE, envelope.id, 1)
     pipe.rpush(ORDER, envelope.id)
+    pipe.rpush(TRACE, f"{envelope.id} done {os.getpid()} {time.time():.4f}")
     pipe.execute()
 
 

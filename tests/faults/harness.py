@@ -22,7 +22,7 @@ import redis
 from raptorflow_bus import Bus, Envelope, Settings
 from raptorflow_bus.queues import UNACKED_KEY, is_idle
 from raptorflow_bus.topology import PRIORITY_STEPS, priority_list
-from tests.faults.handlers import DONE, FIXED, LEDGER_URL_ENV, ORDER, PIDS, RUNS, SLEEP_ENV
+from tests.faults.handlers import DONE, FIXED, LEDGER_URL_ENV, ORDER, PIDS, RUNS, SLEEP_ENV, TRACE
 from tests.faults.processes import GUILD, ROOT, RedisServer, Worker, wait_for
 from tests.faults.table import Row
 from tests.netproxy import SilentProxy
@@ -56,6 +56,15 @@ class Ledger:
 
     def order(self) -> list[str]:
         return [i.decode() for i in self.client.lrange(ORDER, 0, -1)]
+
+    def trace(self, ids: list[str]) -> dict[str, list[str]]:
+        """Each of ``ids``' starts and finishes, as "<start|done> <pid> <time>"."""
+        wanted: dict[str, list[str]] = {i: [] for i in ids}
+        for entry in self.client.lrange(TRACE, 0, -1):
+            event_id, _, rest = entry.decode().partition(" ")
+            if event_id in wanted:
+                wanted[event_id].append(rest)
+        return wanted
 
     def total_runs(self) -> int:
         return sum(int(v) for v in self.client.hvals(RUNS))
@@ -266,6 +275,9 @@ class Stage:
         missing = [i for i, n in done.items() if n == 0 and i not in dead_ids]
         if missing:
             facts = {**facts, "lost_in": self.locate(missing)}
+        doubled = [i for i, n in done.items() if n >= 2]
+        if doubled:
+            facts = {**facts, "twice_runs": self.ledger.trace(doubled[:5])}
         return Row(
             scenario=scenario,
             sent=sent,
