@@ -110,7 +110,7 @@ class Outbox:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             conn.execute("PRAGMA synchronous = FULL")
             if self._ready_pid != os.getpid():
-                conn.execute("PRAGMA journal_mode = WAL")
+                _use_wal(conn)
                 conn.executescript(_SCHEMA)
                 self._ready_pid = os.getpid()
             yield conn
@@ -311,3 +311,20 @@ def _publish(
         else:
             done.append(row_id)
     return done, deferred, False
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL once. Setting the mode takes a lock without
+    SQLite's busy handler ("database is locked" at once while another process
+    writes), so the mode is read first (it is WAL after the first switch) and
+    the switch itself retried until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
