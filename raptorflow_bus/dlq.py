@@ -14,10 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from raptorflow_bus.deadletter import DeadLetter, Edit
 from raptorflow_bus.dlq_groups import GroupSummary
@@ -68,6 +68,41 @@ GROUP_SCAN_BATCH = 100
 GROUP_SCAN_BUDGET = 2_000
 
 Reader = Callable[[Position | None, int], list[tuple[Position, DeadLetter]]]
+T = TypeVar("T")
+
+
+def _scan(
+    read: Callable[[Position | None, int], Sequence[tuple[Position, T]]],
+    keep: Callable[[T], bool],
+    cursor: str | None,
+    limit: int,
+    batch: int,
+    budget: int,
+    stop: float | None = None,
+) -> tuple[builtins.list[T], str | None]:
+    """Up to ``limit`` kept items after ``cursor``, reading ``batch`` at a time
+    and at most about ``budget`` in all, and not past index score ``stop``; with
+    the cursor to go on from (None at the end). Letters and groups page alike."""
+    if limit < 1:
+        raise BusError(f"limit must be at least 1, got {limit}")
+    after = None if cursor is None else decode_cursor(cursor)
+    found: list[T] = []
+    scanned = 0
+    while scanned < budget:
+        rows = read(after, batch)
+        if not rows:
+            return found, None
+        for position, item in rows:
+            if stop is not None and position[0] > stop:
+                return found, None
+            after = position
+            if keep(item):
+                found.append(item)
+                if len(found) == limit:
+                    return found, encode_cursor(position)
+        scanned += len(rows)
+    assert after is not None
+    return found, encode_cursor(after)
 
 
 @dataclass(frozen=True)
@@ -177,30 +212,12 @@ class DeadLetterQueue:
         self, read: Reader, where: LetterFilter | None, cursor: str | None, limit: int
     ) -> Page:
         where = where or LetterFilter()
-        if limit < 1:
-            raise BusError(f"limit must be at least 1, got {limit}")
-        after = None if cursor is None else decode_cursor(cursor)
         stop = None
         if where.older_than is not None:
             stop = (utcnow() - where.older_than).timestamp() + INDEX_SLACK_SECONDS
         batch = SCAN_BATCH if where.narrows else limit
-        found: list[DeadLetter] = []
-        scanned = 0
-        while scanned < SCAN_BUDGET:
-            rows = read(after, batch)
-            if not rows:
-                return Page(found, None)
-            for position, letter in rows:
-                if stop is not None and position[0] > stop:
-                    return Page(found, None)
-                after = position
-                if where.matches(letter):
-                    found.append(letter)
-                    if len(found) == limit:
-                        return Page(found, encode_cursor(position))
-            scanned += len(rows)
-        assert after is not None
-        return Page(found, encode_cursor(after))
+        found, next_cursor = _scan(read, where.matches, cursor, limit, batch, SCAN_BUDGET, stop)
+        return Page(found, next_cursor)
 
     def matching(self, where: LetterFilter | None = None) -> Iterator[DeadLetter]:
         """Every matching letter, oldest first, read a bounded batch at a time."""
@@ -237,24 +254,15 @@ class DeadLetterQueue:
         """Failure groups, last seen first, summarised over ``where.workspace_id``
         (or every workspace); reads the groups' aggregates, never their letters."""
         where = where or LetterFilter()
-        if limit < 1:
-            raise BusError(f"limit must be at least 1, got {limit}")
-        after = None if cursor is None else decode_cursor(cursor)
-        found: list[GroupSummary] = []
-        scanned = 0
-        while scanned < GROUP_SCAN_BUDGET:
-            rows = self._bus.store.dlq_groups(where.workspace_id, after, GROUP_SCAN_BATCH)
-            if not rows:
-                return GroupPage(found, None)
-            for position, group in rows:
-                after = position
-                if where.matches_group(group):
-                    found.append(group)
-                    if len(found) == limit:
-                        return GroupPage(found, encode_cursor(position))
-            scanned += len(rows)
-        assert after is not None
-        return GroupPage(found, encode_cursor(after))
+        store = self._bus.store
+
+        def read(after: Position | None, count: int) -> list[tuple[Position, GroupSummary]]:
+            return store.dlq_groups(where.workspace_id, after, count)
+
+        found, next_cursor = _scan(
+            read, where.matches_group, cursor, limit, GROUP_SCAN_BATCH, GROUP_SCAN_BUDGET
+        )
+        return GroupPage(found, next_cursor)
 
     def group(self, group_id: str, workspace_id: str | None = None) -> GroupSummary:
         """One group, over every workspace or over ``workspace_id``'s letters only."""

@@ -4,11 +4,15 @@ is instant in eager mode and bounded (never a timing assertion) on Redis."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from celery.contrib.testing.worker import start_worker
@@ -18,6 +22,35 @@ from raptorflow_bus.queues import is_idle
 from raptorflow_bus.testing import eager_bus
 from raptorflow_bus.topology import PRIORITY_STEPS, priority_list
 from raptorflow_bus.worker import make_event_step
+
+
+def spawn_worker(
+    url: str, log: Path, guild: str = "research", **env: str
+) -> subprocess.Popen[bytes]:
+    """``raptorbus worker <guild> --pool=solo`` as an operator starts it, with
+    ``env`` (``RAPTORBUS_...`` settings) on top of this process's environment
+    and its output appended to ``log``."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "raptorflow_bus.cli", "worker", guild, "--pool=solo"],
+            env={**os.environ, "RAPTORBUS_BROKER_URL": url, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@contextmanager
+def guild_worker(
+    url: str, log: Path, guild: str = "research", **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker that must stop warm (exit 0) when the block ends."""
+    worker = spawn_worker(url, log, guild, **env)
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
+
 
 FAST_RETRIES = {"raptorbus_retry_base_seconds": 0.02, "raptorbus_retry_cap_seconds": 0.2}
 

@@ -9,12 +9,7 @@ Redis transport, default options, default consumer settings."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +23,7 @@ from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.publisher import RedisPublisher
 from raptorflow_bus.quarantine import DISPATCH
 from raptorflow_bus.queues import UNACKED_KEY, is_idle, queue_state
-from tests.harness import RedisBackend, wait_until
+from tests.harness import RedisBackend, guild_worker, wait_until
 from tests.payloads import VALID
 from tests.test_bindings import KEYS, PATTERNS
 
@@ -91,21 +86,6 @@ def command_calls(bus: Bus) -> Counter[str]:
         calls.pop(own)
     assert set(calls) - IN_SCRIPT <= {"evalsha"}, calls
     return calls
-
-
-@contextmanager
-def research_worker(redis_url: str, log: Path) -> Iterator[None]:
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-        env={**os.environ, "RAPTORBUS_BROKER_URL": redis_url},
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
 def test_third_party_queues_receive_exactly_the_events_their_patterns_match(
@@ -319,7 +299,7 @@ def test_a_stock_producer_envelope_is_handled_by_the_guild_once(
 ) -> None:
     envelope = bus.prepare(SIGNAL, VALID[SIGNAL], workspace_id="ws-1")[0]
     stock_publish(redis_url, envelope.to_json(), envelope.routing_key)
-    with research_worker(redis_url, tmp_path / "worker.log"):
+    with guild_worker(redis_url, tmp_path / "worker.log"):
         wait_until(
             lambda: succeeded(bus, "research.score_signal") == 1,
             timeout=60,
@@ -350,7 +330,7 @@ def test_anything_else_a_stock_producer_sends_is_quarantined_with_its_reason(
     for body, routing_key in sent.values():
         stock_publish(redis_url, body, routing_key)
     assert depth(bus, "research") == len(sent)
-    with research_worker(redis_url, tmp_path / "worker.log"):
+    with guild_worker(redis_url, tmp_path / "worker.log"):
         wait_until(
             lambda: len(bus.dlq.list(guild="research")) == len(sent),
             timeout=60,

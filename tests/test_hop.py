@@ -6,7 +6,6 @@ events back to run once, under the task ids they had."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from raptorflow_bus.hop import EventHop
 from raptorflow_bus.reaper import Reaper
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS, priority_list
 from raptorflow_bus.transport import kombu_message, sweep, wake
-from tests.harness import wait_until
+from tests.harness import guild_worker, wait_until
 from tests.payloads import VALID
 
 pytestmark = pytest.mark.broker
@@ -170,19 +169,7 @@ def test_a_worker_killed_between_pop_and_dispatch_loses_nothing_and_runs_each_on
     assert held == 5
     assert bus.redis.llen(priority_list("research", 6)) == 0
     assert bus.redis.hlen(keys.owned(worker_id)) == 5
-    env = {
-        **os.environ,
-        "RAPTORBUS_BROKER_URL": redis_url,
-        "RAPTORBUS_RECLAIM_SECONDS": str(RECLAIM),
-    }
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with guild_worker(redis_url, tmp_path / "worker.log", RAPTORBUS_RECLAIM_SECONDS=str(RECLAIM)):
 
         def handled() -> dict[str, int]:
             counts: dict[str, int] = bus.get_metrics()["handlers"].get("research.score_signal", {})
@@ -194,8 +181,5 @@ def test_a_worker_killed_between_pop_and_dispatch_loses_nothing_and_runs_each_on
             what="the five restored events to be handled",
         )
         wait_until(lambda: bus.redis.hlen(keys.UNACKED) == 0, timeout=30, what="acks")
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     assert handled().get("duplicates", 0) == 0
     assert not bus.redis.exists(keys.owned(worker_id))

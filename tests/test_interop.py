@@ -5,9 +5,6 @@ bus's exchange without corrupting anything (Kombu's default key separator)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from kombu import Connection, Exchange, Queue
 from raptorflow_bus import Bus
 from raptorflow_bus.dispatch import handler_task_id
 from raptorflow_bus.topology import priority_list
-from tests.harness import wait_until
+from tests.harness import guild_worker, wait_until
 from tests.payloads import VALID
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -30,15 +27,8 @@ def succeeded(bus: Bus, handler: str) -> int:
 def test_a_stock_celery_app_pings_lists_queues_and_sends_a_task(
     bus: Bus, redis_url: str, tmp_path: Path
 ) -> None:
-    log = (tmp_path / "worker.log").open("a")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-        env={**os.environ, "RAPTORBUS_BROKER_URL": redis_url},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     stock = Celery("stock", broker=redis_url, set_as_current=False)
-    try:
+    with guild_worker(redis_url, tmp_path / "worker.log"):
         replies: list[dict[str, object]] = []
         wait_until(
             lambda: bool(replies.extend(stock.control.inspect(timeout=1).ping() or {}) or replies),
@@ -60,9 +50,6 @@ def test_a_stock_celery_app_pings_lists_queues_and_sends_a_task(
             task_id=handler_task_id(envelope.id, task_name),
         )
         wait_until(lambda: succeeded(bus, task_name) == 1, timeout=60, what="the sent task")
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0
 
 
 def test_a_default_kombu_client_binds_its_own_queue_to_the_exchange(

@@ -27,7 +27,7 @@ from raptorflow_bus.dispatch import dispatch
 from raptorflow_bus.embedded import free_port
 from raptorflow_bus.envelope import utcnow
 from raptorflow_bus.prometheus import serve
-from tests.harness import Recorder, RedisBackend, wait_until
+from tests.harness import Recorder, RedisBackend, guild_worker, spawn_worker, wait_until
 from tests.payloads import VALID
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -245,13 +245,7 @@ def test_a_killed_guild_worker_shows_as_dead_and_its_backlog_as_stalled(
         "RAPTORBUS_HEALTH_EVENT_SECONDS": "0",
     }
     watcher = Bus(replace(bus.settings, reclaim_seconds=2)).connect()
-    with (tmp_path / "worker.log").open("a") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = spawn_worker(redis_url, tmp_path / "worker.log", **env)
     try:
         wait_until(
             lambda: watcher.health()["guilds"]["research"]["workers_alive"] == 1,
@@ -289,15 +283,8 @@ def test_a_killed_guild_worker_shows_as_dead_and_its_backlog_as_stalled(
 def test_a_worker_reports_bus_health_which_the_council_hears(
     redis_url: str, bus: Bus, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "RAPTORBUS_BROKER_URL": redis_url, "RAPTORBUS_HEALTH_EVENT_SECONDS": "1"}
-    with (tmp_path / "worker.log").open("a") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "raptorflow_bus.cli", "worker", "council", "--pool=solo"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    log = tmp_path / "worker.log"
+    with guild_worker(redis_url, log, "council", RAPTORBUS_HEALTH_EVENT_SECONDS="1"):
         wait_until(
             lambda: (
                 bus.get_metrics()["handlers"]
@@ -309,9 +296,6 @@ def test_a_worker_reports_bus_health_which_the_council_hears(
             what="two bus.health reports handled by the council",
         )
         assert bus.get_metrics()["events"]["bus.health"]["published"] >= 2
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0
 
 
 def test_raptorbus_metrics_serves_the_same_numbers(redis_url: str, bus: Bus) -> None:

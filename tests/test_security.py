@@ -21,7 +21,7 @@ import redis
 from raptorflow_bus import Bus, Settings
 from raptorflow_bus.embedded import free_port
 from raptorflow_bus.errors import BrokerUnavailable
-from tests.harness import wait_until
+from tests.harness import guild_worker, wait_until
 from tests.payloads import VALID
 from tests.sentinel_topology import Tls, make_tls, tls_binary
 
@@ -86,28 +86,20 @@ def test_an_acl_user_over_verified_tls_runs_the_whole_bus_and_never_shows_its_pa
     url = f"rediss://{USER}:{PASSWORD}@127.0.0.1:{port}/0?{tls.query()}"
     env = {**os.environ, "RAPTORBUS_BROKER_URL": url, "RAPTORBUS_HOME": str(tmp_path)}
     log_path = tmp_path / "worker.log"
-    with Bus(Settings(broker_url=url, home=tmp_path), outbox=False) as bus:
-        with log_path.open("a") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            bus.emit("signal.detected", VALID["signal.detected"], workspace_id="ws-1")
-            wait_until(
-                lambda: bus.get_metrics()["handlers"]
-                .get("research.score_signal", {})
-                .get("succeeded", 0)
-                == 1,
-                timeout=90,
-                what="the research worker to handle the event over TLS",
-            )
-            health = bus.health()
-        finally:
-            worker.terminate()
-            assert worker.wait(timeout=60) == 0
+    with (
+        Bus(Settings(broker_url=url, home=tmp_path), outbox=False) as bus,
+        guild_worker(url, log_path, RAPTORBUS_HOME=str(tmp_path)),
+    ):
+        bus.emit("signal.detected", VALID["signal.detected"], workspace_id="ws-1")
+        wait_until(
+            lambda: (
+                bus.get_metrics()["handlers"].get("research.score_signal", {}).get("succeeded", 0)
+                == 1
+            ),
+            timeout=90,
+            what="the research worker to handle the event over TLS",
+        )
+        health = bus.health()
     stats = subprocess.run(
         [sys.executable, "-m", "raptorflow_bus.cli", "stats", "--json"],
         capture_output=True,

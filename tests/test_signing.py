@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +23,7 @@ from raptorflow_bus.signing import BadSignature, Signer
 from raptorflow_bus.testing import eager_bus
 from raptorflow_bus.topology import priority_list
 from raptorflow_bus.transport import wake_key
-from tests.harness import wait_until
+from tests.harness import guild_worker, wait_until
 from tests.payloads import VALID
 
 OLD = "k1:old-secret-0123456789abcdef"
@@ -118,23 +116,12 @@ def test_in_eager_mode_a_forged_handler_task_is_dead_lettered_and_not_run() -> N
 @pytest.fixture
 def signed_worker(redis_url: str, bus: Bus, tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {
-        **os.environ,
         "RAPTORBUS_BROKER_URL": redis_url,
         "RAPTORBUS_SIGNING_KEYS": f"{NEW},{OLD}",
         "RAPTORBUS_HEALTH_EVENT_SECONDS": "0",
     }
-    with (tmp_path / "worker.log").open("a") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield env
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0
+    with guild_worker(redis_url, tmp_path / "worker.log", **env):
+        yield {**os.environ, **env}
 
 
 def handled(bus: Bus) -> int:

@@ -6,11 +6,6 @@ noticed before going on, because a broker does not wait either."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +15,10 @@ from kombu import Connection, Message, Queue
 from raptorflow_bus import Bus, scripts
 from raptorflow_bus.queues import UNACKED_KEY
 from raptorflow_bus.transport import MALFORMED_KEY, kombu_message, wake_key
-from tests.harness import wait_until
+from tests.harness import guild_worker, spawn_worker, wait_until
 from tests.payloads import VALID
 
 pytestmark = pytest.mark.broker
-
-
-def start_worker(redis_url: str, log: Path, *env_pairs: tuple[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RAPTORBUS_BROKER_URL": redis_url, **dict(env_pairs)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "raptorflow_bus.cli", "worker", "research", "--pool=solo"],
-        env=env,
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-@contextmanager
-def worker_running(redis_url: str, log: Path, *env_pairs: tuple[str, str]) -> Iterator[None]:
-    """A worker that must stop warm (exit 0) when the block ends."""
-    worker = start_worker(redis_url, log, *env_pairs)
-    try:
-        yield
-    finally:
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
 def succeeded(bus: Bus, handler: str) -> int:
@@ -71,12 +45,12 @@ def test_events_emitted_the_instant_a_worker_is_killed_are_all_handled_by_the_ne
     it is gone; here that BRPOP only takes a wake token."""
     log = tmp_path / "worker.log"
     for round_ in range(3):
-        worker = start_worker(redis_url, log)
+        worker = spawn_worker(redis_url, log)
         wait_until(lambda: ping_one(bus), timeout=60, what="the research worker")
         worker.kill()
         emit_signals(bus, round_ * 3, 3)
         worker.wait(timeout=30)
-    with worker_running(redis_url, log):
+    with guild_worker(redis_url, log):
         wait_until(
             lambda: succeeded(bus, "research.score_signal") == 9,
             timeout=60,
@@ -92,9 +66,11 @@ def test_a_worker_killed_mid_handler_leaves_the_task_unacked_and_it_runs_again(
     """acks_late: the message stays in the unacked hash until the handler returns,
     and the visibility-timeout restore brings it back to its own queue."""
     log = tmp_path / "worker.log"
-    slow = ("RAPTORBUS_HANDLERS", "tests.slow_handlers")
-    short = ("RAPTORBUS_CELERY_CONFIG", "tests.short_visibility_config")
-    worker = start_worker(redis_url, log, slow, short)
+    env = {
+        "RAPTORBUS_HANDLERS": "tests.slow_handlers",
+        "RAPTORBUS_CELERY_CONFIG": "tests.short_visibility_config",
+    }
+    worker = spawn_worker(redis_url, log, **env)
     wait_until(lambda: ping_one(bus), timeout=60, what="the research worker")
     emit_signals(bus, 0, 1)
     wait_until(
@@ -105,7 +81,7 @@ def test_a_worker_killed_mid_handler_leaves_the_task_unacked_and_it_runs_again(
     worker.kill()
     worker.wait(timeout=30)
     assert bus.redis.hlen(UNACKED_KEY) == 1
-    with worker_running(redis_url, log, slow, short):
+    with guild_worker(redis_url, log, **env):
         wait_until(
             lambda: succeeded(bus, "research.slow_score") == 1,
             timeout=90,

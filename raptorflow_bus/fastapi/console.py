@@ -57,6 +57,8 @@ CONSOLE_PREFIX = "/bus/console"
 PAGE_SIZE = 25
 AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 AGE_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+# What a group's or a letter's confirm-then-POST routes may do, and its notice.
+ACTIONS = {"replay": "replayed", "purge": "purged"}
 # What a redirect after a change may say: codes, so a link cannot put words on the page.
 NOTICES = {
     "replayed": "{n} letter(s) sent to their handler again; each leaves the queue "
@@ -149,6 +151,13 @@ def _notice(request: Request) -> str | None:
     template = NOTICES.get(request.query_params.get("done", ""))
     count = request.query_params.get("n", "")
     return None if template is None else template.format(n=count if count.isdigit() else "")
+
+
+def _done(kind: str, action: str) -> str:
+    """The past tense of ``action``, which the URL chose; a clear 4xx otherwise."""
+    if action not in ACTIONS:
+        raise InvalidRequest(f"no {kind} action {action!r}; it is one of {', '.join(ACTIONS)}")
+    return ACTIONS[action]
 
 
 def _payload_text(letter: DeadLetter) -> str:
@@ -279,8 +288,7 @@ def console_router(bus_dependency: Callable[..., Any] = provide_bus, *, login: L
     async def confirm_group(
         request: Request, group_id: str, action: str, bus: BusDep, session: Current
     ) -> Response:
-        if action not in ("replay", "purge"):
-            raise InvalidRequest(f"no group action {action!r}")
+        _done("group", action)
         filters = Filters.read(request.query_params)
         group = await asyncio.to_thread(
             bus.dlq.group, group_id, filters.where(session).workspace_id
@@ -297,14 +305,11 @@ def console_router(bus_dependency: Callable[..., Any] = provide_bus, *, login: L
     ) -> Response:
         form = await posted(request, session)
         where = Filters.read(form).where(session)
+        done = _done("group", action)
         if action == "replay":
             count = len(await asyncio.to_thread(bus.dlq.replay_group, group_id, where))
-            done = "replayed"
-        elif action == "purge":
-            count = await asyncio.to_thread(bus.dlq.purge_group, group_id, where)
-            done = "purged"
         else:
-            raise InvalidRequest(f"no group action {action!r}")
+            count = await asyncio.to_thread(bus.dlq.purge_group, group_id, where)
         audit(session, f"{done} {count} letter(s) of group {group_id} ({where})")
         return to(request, f"/?done={done}&n={count}")
 
@@ -348,8 +353,7 @@ def console_router(bus_dependency: Callable[..., Any] = provide_bus, *, login: L
     async def confirm_letter(
         request: Request, letter_id: str, action: str, bus: BusDep, session: Current
     ) -> Response:
-        if action not in ("replay", "purge"):
-            raise InvalidRequest(f"no letter action {action!r}")
+        _done("letter", action)
         letter = await asyncio.to_thread(letter_for, bus, session.principal, letter_id)
         return page(
             "confirm.html", request, session, action=action, filters=Filters(), group=None,
@@ -362,8 +366,7 @@ def console_router(bus_dependency: Callable[..., Any] = provide_bus, *, login: L
         request: Request, letter_id: str, action: str, bus: BusDep, session: Current
     ) -> Response:
         await posted(request, session)
-        if action not in ("replay", "purge"):
-            raise InvalidRequest(f"no letter action {action!r}")
+        done = _done("letter", action)
 
         def change() -> DeadLetter:
             letter = letter_for(bus, session.principal, letter_id)
@@ -374,7 +377,6 @@ def console_router(bus_dependency: Callable[..., Any] = provide_bus, *, login: L
             return letter
 
         letter = await asyncio.to_thread(change)
-        done = "replayed" if action == "replay" else "purged"
         audit(session, f"{done} letter {letter_id}")
         return to(request, f"/groups/{group_of(letter).id}?done={done}&n=1")
 
