@@ -397,7 +397,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if args.dlq_command == "export":
             stream = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
             try:
-                for letter in dlq.list(**filters(args)):
+                for letter in dlq.each(**filters(args)):
                     stream.write(letter.model_dump_json() + "\n")
             finally:
                 if stream is not sys.stdout:
@@ -408,7 +408,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if not ids and not bulk:
             print("error: name dead-letter ids, a filter, or --all", file=sys.stderr)
             return EXIT_BAD_INPUT
-        targets = ids + ([d.id for d in dlq.list(**filters(args))] if bulk else [])
+        matching = dlq.each(**filters(args)) if bulk else iter(())
+        targets = ids + [d.id for d in matching]
         for letter_id in ids:
             dlq.get(letter_id)
         verb = args.dlq_command

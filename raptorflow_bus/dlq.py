@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -194,13 +195,32 @@ class DeadLetterQueue:
         older_than: timedelta | None = None,
         limit: int | None = None,
     ) -> list[DeadLetter]:
-        """Oldest first."""
-        found = [
-            letter
-            for letter in self._bus.store.dlq_all()
-            if _matches(letter, workspace_id, event_type, handler, guild, older_than)
-        ]
-        return found if limit is None else found[:limit]
+        """Oldest first, no further than ``limit`` (``each``)."""
+        found = self.each(
+            workspace_id=workspace_id,
+            event_type=event_type,
+            handler=handler,
+            guild=guild,
+            older_than=older_than,
+        )
+        return builtins.list(itertools.islice(found, limit))
+
+    def each(
+        self,
+        *,
+        workspace_id: str | None = None,
+        event_type: str | None = None,
+        handler: str | None = None,
+        guild: str | None = None,
+        older_than: timedelta | None = None,
+    ) -> Iterator[DeadLetter]:
+        """Every matching letter, oldest first, read a bounded batch at a time.
+        Unlike ``matching`` it checks every letter's own last failure against
+        ``older_than`` instead of stopping where the index passes it, so a
+        letter stored long after it failed (an import) is still found."""
+        where = LetterFilter(workspace_id, event_type, handler, guild)
+        aged = LetterFilter(older_than=older_than)
+        return (letter for letter in self.matching(where) if aged.matches(letter))
 
     def page(
         self, where: LetterFilter | None = None, *, cursor: str | None = None, limit: int = 50
