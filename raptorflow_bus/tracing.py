@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
 from celery.exceptions import Reject, Retry
 
 from raptorflow_bus.envelope import Envelope
+from raptorflow_bus.sent import Sent, SentBatch
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -187,14 +188,15 @@ def _traced_emit(name: Callable[[tuple[Any, ...], Mapping[str, Any]], str]) -> A
     return decorate
 
 
-def _describe_sent(span: Span, result: Any) -> None:
-    """``result`` is a ``Sent`` (one envelope) or a ``SentBatch`` (a list)."""
-    envelopes = getattr(result, "envelopes", None)
-    if envelopes is None:
+def _describe_sent(span: Span, result: object) -> None:
+    if isinstance(result, Sent):
         span.set_attributes(_envelope_attributes(result.envelope))
-    else:
+    elif isinstance(result, SentBatch):
+        envelopes = result.envelopes
         span.set_attribute("raptorbus.event_count", len(envelopes))
         span.set_attribute("raptorbus.event_types", sorted({e.type for e in envelopes}))
+    else:
+        return
     span.set_attribute("raptorbus.spooled", bool(result.spooled))
 
 
