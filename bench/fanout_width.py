@@ -18,8 +18,8 @@ from bench import anchors
 from bench.context import Context
 from bench.sides import EVENT, SIGNAL, WORKSPACE, new_bus, spooled, wait_unspooled
 from raptorflow_bus import Bus, Topology
+from raptorflow_bus.kombu_messages import kombu_message
 from raptorflow_bus.topology import Channel, Consumer
-from raptorflow_bus.transport import kombu_message
 
 SECTION = "fanout"
 UNLIMITED = 10**9

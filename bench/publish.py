@@ -27,8 +27,8 @@ from bench.context import Context
 from bench.report import Target
 from bench.sides import EVENT, SIGNAL, WORKSPACE, new_bus, spooled, wait_unspooled
 from raptorflow_bus import Bus, Settings, Topology
+from raptorflow_bus.kombu_messages import kombu_message
 from raptorflow_bus.queues import queue_states
-from raptorflow_bus.transport import kombu_message
 
 SECTION = "publish"
 UNLIMITED = 10**9

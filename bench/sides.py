@@ -27,8 +27,8 @@ from bench.context import Context
 from bench.workers import Process, bus_worker_argv, celery_worker_argv, worker_env
 from raptorflow_bus import Bus, Settings
 from raptorflow_bus.envelope import Envelope
+from raptorflow_bus.kombu_messages import kombu_message, wake
 from raptorflow_bus.topology import Topology, priority_list
-from raptorflow_bus.transport import kombu_message, wake
 
 EVENT = "signal.detected"
 SIGNAL: dict[str, Any] = {"signal_id": "s-1", "source": "news", "topic": "ai", "strength": 0.9}

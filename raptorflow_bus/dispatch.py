@@ -35,8 +35,8 @@ from celery import Celery
 
 from raptorflow_bus import tracing
 from raptorflow_bus.envelope import Envelope
+from raptorflow_bus.kombu_messages import kombu_message, wake
 from raptorflow_bus.topology import PRIORITY_VALUES, priority_list
-from raptorflow_bus.transport import kombu_message, wake
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus

@@ -16,7 +16,7 @@ remain the next pop follows without waiting for a token.
 Crashes: between the two steps the events are recorded against this worker,
 whose reaper restores them when it dies; a reply lost with a connection leaves
 them recorded against a live worker, so the worker's next contact with Redis
-sweeps them back (``transport.sweep``). Their redelivery maps onto the same
+sweeps them back (``holders.sweep``). Their redelivery maps onto the same
 task ids, and the commit writes nothing for an event restored meanwhile.
 
 It is a thread, not Celery's event loop: a solo pool runs handlers in that
@@ -34,11 +34,11 @@ import redis
 
 from raptorflow_bus import keys, scripts
 from raptorflow_bus.errors import NotReplicated
+from raptorflow_bus.holders import HOLDERS, NEEDS_SWEEP, sweep
 from raptorflow_bus.hop_batch import Plan, Popped, plan_batch
 from raptorflow_bus.logs import log
 from raptorflow_bus.reaper import step_list
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
-from raptorflow_bus.transport import HOLDERS, NEEDS_SWEEP, sweep
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus

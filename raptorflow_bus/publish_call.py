@@ -12,7 +12,7 @@ per event, whatever the number of copies), its length and the delivery tag.
 An event's record is then one ``%`` formatting. The message is ASCII, as
 ``json.dumps`` writes it, so its length in characters is its length in bytes.
 ``tests/test_publish_call.py`` checks the copies byte for byte against
-``transport.kombu_message``, which a stock Kombu consumer reads.
+``kombu_messages.kombu_message``, which a stock Kombu consumer reads.
 
 Delivery tags are opaque to Kombu and must only be unique: 72 random bits per
 process, then the copy's number, in uuid4's shape (``_tags``).
@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from raptorflow_bus import keys
 from raptorflow_bus.envelope import Priority
+from raptorflow_bus.kombu_messages import wake_key
 from raptorflow_bus.metrics import WORKSPACE_SCOPE
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, priority_list
-from raptorflow_bus.transport import wake_key
 
 if TYPE_CHECKING:
     from raptorflow_bus.publisher import Prepared
@@ -110,7 +110,7 @@ def _tags() -> tuple[bytes, Iterator[int]]:
 
 def message_parts(queue: str, priority: int) -> tuple[str, str]:
     """The text before the escaped envelope and between it and the delivery
-    tag in the copy ``transport.kombu_message(body, queue, priority)`` writes:
+    tag in the copy ``kombu_messages.kombu_message(body, queue, priority)`` writes:
     that message is ``head + json.dumps(body) + tail + tag + '"}}'``."""
     tail = (
         ',"content-encoding":"utf-8","content-type":"application/json","headers":{},'

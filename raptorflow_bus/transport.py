@@ -36,15 +36,12 @@ timeout costs one EXISTS over the queues' lists, not a pop."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import uuid
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import redis
 import redis.sentinel
@@ -56,7 +53,9 @@ from kombu.utils.json import dumps, loads
 from kombu.utils.url import _parse_url
 
 from raptorflow_bus import keys, scripts
-from raptorflow_bus.reaper import Reaper
+from raptorflow_bus.holders import CONNECTION_ERRORS as _CONNECTION_ERRORS
+from raptorflow_bus.holders import HOLDERS, NEEDS_SWEEP, sweep
+from raptorflow_bus.kombu_messages import queue_command, wake, wake_key
 from raptorflow_bus.silence import guarded
 
 # Kombu's type stubs omit most of the Redis channel's attributes.
@@ -65,97 +64,11 @@ _RedisChannel: Any = kombu_redis.Channel
 _RedisTransport: Any = kombu_redis.Transport
 _RedisSentinelChannel: Any = kombu_redis.SentinelChannel
 _VirtualQoS: Any = virtual.QoS
-_PublishBatch: Any = getattr(kombu_redis, "PublishBatch")  # noqa: B009
 
 MALFORMED_KEY = keys.MALFORMED
-wake_key = keys.wake
 OWNER_OPTION = "raptorbus_owner"
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 logger = logging.getLogger("bus")
-
-
-def _queue_command(pipe: Any, name: str, *args: Any) -> None:
-    """A command on a redis pipeline or on a Kombu publish batch."""
-    if isinstance(pipe, _PublishBatch):
-        pipe.add(name, *args)
-    else:
-        getattr(pipe, name)(*args)
-
-
-def wake(pipe: Any, queue: str, expires_ms: int | None = None) -> None:
-    """Queue the token for ``queue`` on ``pipe`` (a redis pipeline or a Kombu
-    publish batch); an expiring queue gets an expiring token."""
-    _queue_command(pipe, "lpush", wake_key(queue), "1")
-    _queue_command(pipe, "ltrim", wake_key(queue), 0, 0)
-    if expires_ms:
-        _queue_command(pipe, "pexpire", wake_key(queue), expires_ms)
-
-
-def kombu_message(
-    body: str,
-    queue: str,
-    priority: int,
-    headers: dict[str, Any] | None = None,
-    properties: dict[str, Any] | None = None,
-    delivery_tag: str | None = None,
-) -> str:
-    """A message exactly as Kombu's Redis channel stores it (body not re-encoded),
-    addressed to ``queue`` through the anonymous exchange, so a restore goes
-    back to that queue only."""
-    return json.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers or {},
-            "properties": {
-                **(properties or {}),
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": priority,
-                "delivery_mode": 2,
-                "delivery_tag": delivery_tag or str(uuid.uuid4()),
-            },
-        },
-        separators=(",", ":"),
-    )
-
-
-class Holder(Protocol):
-    """Something in this process that holds deliveries recorded against ``owner``."""
-
-    owner: str | None
-
-    def held_tags(self) -> list[str]: ...
-
-
-#: A lost connection can orphan deliveries this process owns: those of a
-#: channel that closed while Redis was away, and a pop whose reply never came
-#: back (the script ran, the message is recorded against this worker, and
-#: nobody holds it). Neither a reaper (this worker is alive) nor the channel
-#: (it is gone) would ever hand them back, so the next holder of this process
-#: that reaches Redis sweeps: every delivery recorded against its owner that no
-#: holder of the process holds goes back to its queue. The holders are the open
-#: channels and the guild worker's event hop (``raptorflow_bus.hop``). Process
-#: state on purpose: nothing else outlives the connection.
-HOLDERS: weakref.WeakSet[Holder] = weakref.WeakSet()
-NEEDS_SWEEP: set[str] = set()
-
-
-def sweep(client: Any, owner: str, priority_steps: Sequence[int], sep: str) -> int:
-    """Put back every delivery recorded against ``owner`` that no holder of this
-    process holds; returns how many went back."""
-    NEEDS_SWEEP.discard(owner)
-    try:
-        recorded = {t.decode() for t in client.hkeys(keys.owned(owner))}
-        held = {t for h in list(HOLDERS) if h.owner == owner for t in h.held_tags()}
-        orphans = recorded - held
-        if not orphans:
-            return 0
-        return Reaper(client, 0, priority_steps, sep).restore(owner, orphans)
-    except _CONNECTION_ERRORS:
-        NEEDS_SWEEP.add(owner)
-        raise
 
 
 class QoS(_RedisQoS):  # type: ignore[misc]
@@ -545,7 +458,7 @@ class Channel(_RedisChannel):  # type: ignore[misc]
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         with self._pipe_or_batch(batch) as pipe:
-            _queue_command(pipe, "lpush", key, dumps(message))
+            queue_command(pipe, "lpush", key, dumps(message))
             wake(pipe, queue)
 
     @contextmanager

@@ -18,10 +18,11 @@ import pytest
 from raptorflow_bus import Bus, keys
 from raptorflow_bus.dispatch import handler_task_id
 from raptorflow_bus.heartbeat import new_worker_id
+from raptorflow_bus.holders import sweep
 from raptorflow_bus.hop import EventHop
+from raptorflow_bus.kombu_messages import kombu_message, wake
 from raptorflow_bus.reaper import Reaper
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS, priority_list
-from raptorflow_bus.transport import kombu_message, sweep, wake
 from tests.harness import guild_worker, wait_until
 from tests.payloads import VALID
 

@@ -1,5 +1,5 @@
 """The publish script's calls as the publisher packs them (``publish_call``):
-every copy is byte for byte the message ``transport.kombu_message`` writes (the
+every copy is byte for byte the message ``kombu_messages.kombu_message`` writes (the
 one a stock Kombu consumer reads), the arguments are the ones ``publish.lua``
 documents, and a batch over the bounds is cut into calls in order. No broker."""
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from raptorflow_bus.envelope import Envelope, Priority
+from raptorflow_bus.kombu_messages import kombu_message
 from raptorflow_bus.publish_call import ALL, EACH, CallBuilder
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES
-from raptorflow_bus.transport import kombu_message
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 QUEUES = ("research", "council", 'external.%s "quoted" ünïcode')

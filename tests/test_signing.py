@@ -19,10 +19,10 @@ from raptorflow_bus import Bus, Settings
 from raptorflow_bus.dispatch import handler_task_id
 from raptorflow_bus.envelope import Envelope
 from raptorflow_bus.errors import ConfigurationError
+from raptorflow_bus.kombu_messages import wake_key
 from raptorflow_bus.signing import BadSignature, Signer
 from raptorflow_bus.testing import eager_bus
 from raptorflow_bus.topology import priority_list
-from raptorflow_bus.transport import wake_key
 from tests.harness import guild_worker, wait_until
 from tests.payloads import VALID
 
@@ -181,7 +181,7 @@ def test_a_signing_worker_runs_sealed_events_and_quarantines_every_other_kind(
 
 
 def _message(bus: Bus, sealed: Envelope) -> str:
-    from raptorflow_bus.transport import kombu_message
+    from raptorflow_bus.kombu_messages import kombu_message
 
     return kombu_message(sealed.to_json(), "research", 6)
 

@@ -13,8 +13,9 @@ import pytest
 from kombu import Connection, Message, Queue
 
 from raptorflow_bus import Bus, scripts
+from raptorflow_bus.kombu_messages import kombu_message, wake_key
 from raptorflow_bus.queues import UNACKED_KEY
-from raptorflow_bus.transport import MALFORMED_KEY, kombu_message, wake_key
+from raptorflow_bus.transport import MALFORMED_KEY
 from tests.harness import guild_worker, spawn_worker, wait_until
 from tests.payloads import VALID
 

@@ -13,8 +13,8 @@ from typing import Any
 from raptorflow_bus import Bus
 from raptorflow_bus.dispatch import task_message
 from raptorflow_bus.envelope import utcnow
+from raptorflow_bus.kombu_messages import kombu_message, wake
 from raptorflow_bus.topology import priority_list
-from raptorflow_bus.transport import kombu_message, wake
 
 NORMAL = 6
 BIG_BYTES = 20 * 1024 * 1024

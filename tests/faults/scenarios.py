@@ -20,9 +20,10 @@ from pathlib import Path
 
 from raptorflow_bus import Bus, BusError
 from raptorflow_bus.dispatch import dispatch
+from raptorflow_bus.kombu_messages import kombu_message, wake
 from raptorflow_bus.queues import UNACKED_KEY
 from raptorflow_bus.topology import PRIORITY_STEPS, priority_list
-from raptorflow_bus.transport import MALFORMED_KEY, kombu_message, wake
+from raptorflow_bus.transport import MALFORMED_KEY
 from tests.faults.garbage import NORMAL, Garbage, for_queue, push
 from tests.faults.harness import (
     HANDLERS_MODULE,
