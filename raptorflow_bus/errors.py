@@ -4,7 +4,7 @@ the whole family; the ones caused by a bad value also derive from ``ValueError``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from raptorflow_bus.envelope import Envelope
@@ -73,7 +73,12 @@ class NotReplicated(BrokerUnavailable):
     """Fewer replicas than ``RAPTORBUS_MIN_REPLICA_ACKS`` confirmed the write in
     time. The master may hold it, but a failover could lose it, so it does not
     count as published: the emit spools (a copy that did land becomes a counted
-    duplicate when the outbox drains)."""
+    duplicate when the outbox drains). ``replies`` are the master's replies to
+    the unconfirmed writes, when it sent them."""
+
+    def __init__(self, message: str, replies: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.replies = replies or []
 
 
 class OutboxUnavailable(BrokerUnavailable):

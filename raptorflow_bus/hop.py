@@ -165,13 +165,14 @@ class EventHop:
             flags = self.bus.replica_acks.run_script(self.client, self._commit, script_keys, args)
         except NotReplicated as exc:
             self._confirm(exc)
-            return
+            flags = exc.replies[0] if exc.replies else []
         except (redis.ConnectionError, redis.TimeoutError):
             self._mark_for_sweep()
             raise
+        else:
+            self._report_confirmed()
         finally:
             self._held = []
-        self._report_confirmed()
         self._count_copies(plan, flags)
 
     def _confirm(self, exc: NotReplicated) -> None:
@@ -206,7 +207,7 @@ class EventHop:
         of a task is counted, as a duplicate of each of its handlers."""
         counts: dict[tuple[str, str], int] = {}
         metrics = self.bus.metrics
-        for tasks, flag in zip(plan.tasks, flags, strict=True):
+        for tasks, flag in zip(plan.tasks, flags, strict=False):
             if tasks is None or int(flag) != 2:
                 continue
             env = tasks.envelope

@@ -44,7 +44,8 @@ class ReplicaAcks:
         if acked < self.replicas:
             raise NotReplicated(
                 f"{acked} of {self.replicas} replicas confirmed the write within "
-                f"{self.timeout_ms} ms; a failover could lose it"
+                f"{self.timeout_ms} ms; a failover could lose it",
+                results,
             )
         return results
 
