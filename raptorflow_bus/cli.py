@@ -20,6 +20,7 @@ from typing import Any
 
 from raptorflow_bus.bus import Bus
 from raptorflow_bus.deadletter import DeadLetter
+from raptorflow_bus.dlq import LetterFilter
 from raptorflow_bus.errors import BrokerUnavailable, BusError, DeadLetterNotFound
 from raptorflow_bus.flower import configure as configure_flower
 from raptorflow_bus.health import NO_WORKER, STALLED, stalled_guilds
@@ -397,7 +398,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if args.dlq_command == "export":
             stream = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
             try:
-                for letter in dlq.each(**filters(args)):
+                for letter in dlq.each(LetterFilter(**filters(args))):
                     stream.write(letter.model_dump_json() + "\n")
             finally:
                 if stream is not sys.stdout:
@@ -408,7 +409,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if not ids and not bulk:
             print("error: name dead-letter ids, a filter, or --all", file=sys.stderr)
             return EXIT_BAD_INPUT
-        matching = dlq.each(**filters(args)) if bulk else iter(())
+        matching = dlq.each(LetterFilter(**filters(args))) if bulk else iter(())
         targets = ids + [d.id for d in matching]
         for letter_id in ids:
             dlq.get(letter_id)

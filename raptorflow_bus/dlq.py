@@ -196,31 +196,17 @@ class DeadLetterQueue:
         limit: int | None = None,
     ) -> list[DeadLetter]:
         """Oldest first, no further than ``limit`` (``each``)."""
-        found = self.each(
-            workspace_id=workspace_id,
-            event_type=event_type,
-            handler=handler,
-            guild=guild,
-            older_than=older_than,
-        )
-        return builtins.list(itertools.islice(found, limit))
+        where = LetterFilter(workspace_id, event_type, handler, guild, older_than)
+        return builtins.list(itertools.islice(self.each(where), limit))
 
-    def each(
-        self,
-        *,
-        workspace_id: str | None = None,
-        event_type: str | None = None,
-        handler: str | None = None,
-        guild: str | None = None,
-        older_than: timedelta | None = None,
-    ) -> Iterator[DeadLetter]:
-        """Every matching letter, oldest first, read a bounded batch at a time.
-        Unlike ``matching`` it checks every letter's own last failure against
-        ``older_than`` instead of stopping where the index passes it, so a
-        letter stored long after it failed (an import) is still found."""
-        where = LetterFilter(workspace_id, event_type, handler, guild)
-        aged = LetterFilter(older_than=older_than)
-        return (letter for letter in self.matching(where) if aged.matches(letter))
+    def each(self, where: LetterFilter) -> Iterator[DeadLetter]:
+        """Every letter ``where`` matches, oldest first, read a bounded batch at
+        a time. Unlike ``matching`` it checks every letter's own last failure
+        against ``older_than`` instead of stopping where the index passes it,
+        so a letter stored long after it failed (an import) is still found."""
+        aged = LetterFilter(older_than=where.older_than)
+        found = self.matching(replace(where, older_than=None))
+        return (letter for letter in found if aged.matches(letter))
 
     def page(
         self, where: LetterFilter | None = None, *, cursor: str | None = None, limit: int = 50
