@@ -22,6 +22,14 @@ TASK_NAME = "bench.noop"
 QUEUE = "plain"
 TRANSPORT_ENV = "RAPTORBUS_BENCH_CELERY_TRANSPORT"
 BUS_TRANSPORT = "raptorflow_bus.transport:Transport"
+# The run on the bus's transport has a queue of its own: both Celery workers
+# run side by side in a drain group, and on one queue each burst was drained
+# by both of them (the stock anchor read twice its own rate).
+BUS_TRANSPORT_QUEUE = "plain.bus-transport"
+
+
+def queue_for(transport: str | None) -> str:
+    return QUEUE if transport is None else BUS_TRANSPORT_QUEUE
 
 
 def make_app(url: str, transport: str | None = None) -> Celery:
@@ -31,7 +39,7 @@ def make_app(url: str, transport: str | None = None) -> Celery:
     app.conf.update(
         broker_url=url,
         broker_transport=transport,
-        task_default_queue=QUEUE,
+        task_default_queue=queue_for(transport),
         # As `celery worker -E`, whatever celeryconfig says: the bus's workers
         # send task events for Flower, so the anchor must too.
         worker_send_task_events=True,

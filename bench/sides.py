@@ -146,7 +146,7 @@ class CelerySide:
         ``as_task_v2``, Kombu's Redis format, the queue's priority list), in
         pipelined batches: ``apply_async`` one by one is about as slow as a
         worker drains, so the queue would never build up."""
-        queue = plain_app.QUEUE
+        queue = plain_app.queue_for(self.transport)
         priority = int(self.app.conf.task_default_priority)
         key = priority_list(queue, priority)
         client = self.ctx.client
@@ -168,7 +168,8 @@ class CelerySide:
         env = worker_env(self.ctx.url, self.ctx.home, **extra)
         name = "celery worker -E" + ("" if self.transport is None else " (bus transport)")
         log = self.ctx.log(f"celery-{pool}{concurrency}{tag}")
-        return Process(f"{name} ({pool})", celery_worker_argv(pool, concurrency), env, log)
+        argv = celery_worker_argv(pool, concurrency, self.transport)
+        return Process(f"{name} ({pool})", argv, env, log)
 
     def check(self, what: str) -> None:
         """Celery has no outbox: an unreachable broker raises instead."""

@@ -52,7 +52,9 @@ def bus_worker_argv(pool: str, concurrency: int) -> list[str]:
     ]
 
 
-def celery_worker_argv(pool: str, concurrency: int) -> list[str]:
+def celery_worker_argv(pool: str, concurrency: int, transport: str | None = None) -> list[str]:
+    """Stock Kombu, or ``transport``, each on its own queue and node name."""
+    node = "bench-celery" if transport is None else "bench-celery-bus-transport"
     return [
         sys.executable,
         "-m",
@@ -62,9 +64,9 @@ def celery_worker_argv(pool: str, concurrency: int) -> list[str]:
         "worker",
         "-E",
         *pool_args(pool, concurrency),
-        f"--queues={plain_app.QUEUE}",
+        f"--queues={plain_app.queue_for(transport)}",
         "--loglevel=WARNING",
-        "--hostname=bench-celery@%h",
+        f"--hostname={node}@%h",
     ]
 
 
