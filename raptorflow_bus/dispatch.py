@@ -81,23 +81,28 @@ _TEMPLATES: weakref.WeakKeyDictionary[Celery, dict[tuple[str, str, int, int], _T
 )
 
 
+def _task_v2(app: Celery, task_id: str, task_name: str, kwargsrepr: str) -> Any:
+    """Celery's own protocol-2 message for a handler task (its body is ours)."""
+    conf = app.conf
+    return app.amqp.as_task_v2(
+        task_id,
+        task_name,
+        kwargs={},
+        time_limit=conf.task_time_limit,
+        soft_time_limit=conf.task_soft_time_limit,
+        origin=_origin(os.getpid()),
+        ignore_result=True,
+        argsrepr="()",
+        kwargsrepr=kwargsrepr,
+    )
+
+
 def _template(app: Celery, task_name: str, queue: str, priority: int) -> _Template:
     key = (task_name, queue, priority, os.getpid())
     cache = _TEMPLATES.setdefault(app, {})
     template = cache.get(key)
     if template is None:
-        conf = app.conf
-        message = app.amqp.as_task_v2(
-            _MARKS["id"],
-            task_name,
-            kwargs={},
-            time_limit=conf.task_time_limit,
-            soft_time_limit=conf.task_soft_time_limit,
-            origin=_origin(os.getpid()),
-            ignore_result=True,
-            argsrepr="()",
-            kwargsrepr=_MARKS["repr"],
-        )
+        message = _task_v2(app, _MARKS["id"], task_name, _MARKS["repr"])
         text = kombu_message(
             _MARKS["body"],
             queue,
@@ -152,18 +157,7 @@ def _traced_message(
     priority: int,
     trace: dict[str, Any],
 ) -> str:
-    conf = app.conf
-    message = app.amqp.as_task_v2(
-        task_id,
-        task_name,
-        kwargs={},
-        time_limit=conf.task_time_limit,
-        soft_time_limit=conf.task_soft_time_limit,
-        origin=_origin(os.getpid()),
-        ignore_result=True,
-        argsrepr="()",
-        kwargsrepr=kwargsrepr,
-    )
+    message = _task_v2(app, task_id, task_name, kwargsrepr)
     headers = {**message.headers, **trace}
     return kombu_message(body, queue, priority, headers, message.properties)
 

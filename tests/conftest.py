@@ -6,9 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from raptorflow_bus import Bus, Settings
 from raptorflow_bus.embedded import EmbeddedRedis
+from raptorflow_bus.memory_store import MemoryStore
+from raptorflow_bus.redis_store import RedisStore
+from raptorflow_bus.store import Store
 from tests.harness import EagerBackend, RedisBackend
 
 
@@ -48,3 +52,16 @@ def redis_backend(redis_url: str) -> RedisBackend:
 @pytest.fixture(autouse=True)
 def _bus_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="bus")
+
+
+# The dead-letter store in memory and on a real Redis: the paging and group
+# tests run the same assertions on both.
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.broker)])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    client: redis.Redis[bytes] = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    client.flushdb()
+    yield RedisStore(client)
+    client.close()

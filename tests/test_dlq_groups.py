@@ -6,7 +6,6 @@ replayed with its original correlation id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,6 @@ from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.dlq import LetterFilter
 from raptorflow_bus.dlq_groups import group_of, normalise
 from raptorflow_bus.envelope import Envelope, utcnow
-from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.redis_store import RedisStore
 from raptorflow_bus.store import Store
 
@@ -77,17 +75,6 @@ def letter(
         first_failed_at=when - timedelta(seconds=30),
         last_failed_at=when,
     )
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.broker)])
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    client: redis.Redis[bytes] = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    client.flushdb()
-    yield RedisStore(client)
-    client.close()
 
 
 def groups(store: Store, workspace: str | None = None) -> dict[str, tuple[int, tuple[str, ...]]]:

@@ -4,7 +4,6 @@ filters that ``DeadLetterQueue.page`` builds on it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ from raptorflow_bus import Bus, InvalidCursor
 from raptorflow_bus.deadletter import DeadLetter
 from raptorflow_bus.dlq import SCAN_BUDGET, LetterFilter, decode_cursor, encode_cursor
 from raptorflow_bus.envelope import Envelope, utcnow
-from raptorflow_bus.memory_store import MemoryStore
 from raptorflow_bus.redis_store import DLQ_INDEX_KEY, RedisStore
 from raptorflow_bus.store import Store
 from raptorflow_bus.testing import eager_bus
@@ -42,17 +40,6 @@ def letter(n: int, workspace: str = "ws-a", event_type: str = "signal.detected")
         first_failed_at=now,
         last_failed_at=now,
     )
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.broker)])
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    client: redis.Redis[bytes] = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    client.flushdb()
-    yield RedisStore(client)
-    client.close()
 
 
 def walk(store: Store, count: int) -> list[str]:
