@@ -31,8 +31,9 @@ os.register_at_fork(after_in_child=_ahead.clear)
 
 
 def uuid4_string() -> str:
-    try:
-        return _ahead.pop()  # atomic: two threads never get the same one
-    except IndexError:
-        _ahead.extend(uuid4_strings(64))
-        return _ahead.pop()
+    while True:
+        try:
+            return _ahead.pop()  # atomic: two threads never get the same one
+        except IndexError:
+            # Other threads may take all 64 before this one pops again.
+            _ahead.extend(uuid4_strings(64))
