@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.drain_noop_handlers import LATENCY_KEY  # noqa: E402
+from bench.workers import process_cpu, redis_cpu  # noqa: E402
 from raptorflow_bus import Bus, Settings  # noqa: E402
 from raptorflow_bus.embedded import EmbeddedRedis  # noqa: E402
 from raptorflow_bus.topology import PRIORITY_STEPS, priority_list  # noqa: E402
@@ -66,16 +67,6 @@ def top(before: dict[str, int], after: dict[str, int], per: float, own: dict[str
     grown = {k: n for k, n in grown.items() if n > 0}
     ranked = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
     return " ".join(f"{k}={n / per:.1f}" for k, n in ranked)
-
-
-def redis_cpu(client: redis.Redis[bytes]) -> float:
-    stats: dict[str, Any] = client.info("cpu")
-    return float(stats["used_cpu_user"]) + float(stats["used_cpu_sys"])
-
-
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Poller:

@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import redis
 
 from bench import marks, plain_app
 
@@ -68,6 +71,18 @@ def celery_worker_argv(pool: str, concurrency: int, transport: str | None = None
         "--loglevel=WARNING",
         f"--hostname={node}@%h",
     ]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(client: redis.Redis[bytes]) -> float:
+    """CPU seconds of the Redis server so far (``INFO cpu``)."""
+    stats: dict[str, Any] = client.info("cpu")
+    return float(stats["used_cpu_user"]) + float(stats["used_cpu_sys"])
 
 
 class Process:
