@@ -244,9 +244,7 @@ def render_stats(data: dict[str, Any]) -> Any:
     caption += "" if spooled_age is None else f", oldest spooled {spooled_age:.1f}s"
     caption += "" if master is None else f" - master {master}"
     # Fits 80 columns, so a probe's log or a narrow terminal loses nothing.
-    table = Table(
-        title=title, caption=caption, box=box.SIMPLE_HEAD, padding=0, pad_edge=False
-    )
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     columns: tuple[str, ...] = ("guild", "status", "alive", "depth", "oldest", "ok", "fail")
     columns += ("retry", "dead", "ok/s", "p50", "p99")
     for col in columns:

@@ -117,8 +117,10 @@ def read_health(bus: Bus, metrics: dict[str, Any] | None = None) -> dict[str, An
         "time": time.time(),
         "status": status.value,
         "guilds": guilds,
-        "queues": {q.name: {"depth": q.depth, "oldest_age_seconds": q.oldest_age_seconds}
-                   for q in states.values()},
+        "queues": {
+            q.name: {"depth": q.depth, "oldest_age_seconds": q.oldest_age_seconds}
+            for q in states.values()
+        },
         "dlq_depth": metrics["dlq"]["depth"],
         "dlq_evicted": metrics["dlq"]["evicted"],
         "outbox": outbox,

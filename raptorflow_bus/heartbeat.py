@@ -76,9 +76,7 @@ class Heartbeat:
             socket_keepalive=True,
             **client_options,
         )
-        return cls(
-            client, worker_id, Reaper(client, MISSED_BEATS * interval, priority_steps, sep)
-        )
+        return cls(client, worker_id, Reaper(client, MISSED_BEATS * interval, priority_steps, sep))
 
     def beat(self) -> None:
         self.client.zadd(keys.HEARTBEATS, {self.worker_id: time.time()})
