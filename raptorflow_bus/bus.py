@@ -368,6 +368,8 @@ class Bus:
             publisher, self._publisher = self._publisher, None
             if isinstance(publisher, RedisPublisher):
                 publisher.close()
+            if isinstance(self._store, RedisStore):
+                self._store.close()
             if self._client is not None:
                 close_client(self._client)
                 self._client = None

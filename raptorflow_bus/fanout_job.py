@@ -46,10 +46,9 @@ from raptorflow_bus.publish_call import (
     REFUSED,
     STALE,
     Call,
-    command,
-    load_command,
     text,
 )
+from raptorflow_bus.resp import command, load_command
 
 if TYPE_CHECKING:
     from raptorflow_bus.publisher import Prepared, RedisPublisher

@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from raptorflow_bus import keys, scripts
+from raptorflow_bus import keys
 from raptorflow_bus.errors import NotReplicated
 from raptorflow_bus.holders import HOLDERS, NEEDS_SWEEP, sweep
 from raptorflow_bus.hop_batch import Plan, Popped, plan_batch
 from raptorflow_bus.logs import log
+from raptorflow_bus.packed_script import PackedScript, call
 from raptorflow_bus.reaper import step_list
 from raptorflow_bus.topology import PRIORITY_SEP, PRIORITY_STEPS
+from raptorflow_bus.wire import Wire
 
 if TYPE_CHECKING:
     from raptorflow_bus.bus import Bus
@@ -81,6 +83,9 @@ class EventHop:
         self._lists = [step_list(q, s, self.steps, sep) for s in self.steps for q in queues]
         self._held: list[str] = []
         self._client: redis.Redis[bytes] | None = None
+        self._wire: Wire | None = None
+        self._pop = PackedScript("pop_events")
+        self._commit = PackedScript("dispatch_events")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -95,7 +100,16 @@ class EventHop:
 
     @property
     def client(self) -> redis.Redis[bytes]:
-        if self._client is None:
+        """The hop's own client (its rare calls: the sweep, waiting for replicas)."""
+        return self._connection()[0]
+
+    @property
+    def wire(self) -> Wire:
+        """The same client's kept connection, for the calls of every batch."""
+        return self._connection()[1]
+
+    def _connection(self) -> tuple[redis.Redis[bytes], Wire]:
+        if self._client is None or self._wire is None:
             options = self.bus.app.conf.broker_transport_options
             read = max(READ_MARGIN_SECONDS, self.bus.replica_acks.timeout_seconds + 0.5)
             address = self.bus.address
@@ -106,29 +120,28 @@ class EventHop:
                 socket_keepalive=True,
                 socket_keepalive_options=options.get("socket_keepalive_options") or {},
             )
-            self._pop = scripts.register(self._client, "pop_events")
-            self._commit = scripts.register(self._client, "dispatch_events")
-        return self._client
+            self._wire = Wire(self._client, retry=False)
+            self._pop.wire = self._commit.wire = self._wire
+        return self._client, self._wire
 
     def wait(self) -> bool:
         """Block until a wake token (or the timeout); whether events may wait.
         On a timeout one EXISTS finds events written without a token (a stock
         Kombu producer's), as the transport's timeout does."""
-        if self.client.brpop(self._wakes, timeout=self.wait_seconds) is not None:
+        wire = self.wire
+        if call(wire, "BRPOP", *self._wakes, self.wait_seconds) is not None:
             return True
-        return bool(self.client.exists(*self._lists))
+        return bool(call(wire, "EXISTS", *self._lists))
 
     def pop(self) -> tuple[list[Popped], bool]:
         """Up to ``batch`` events, now recorded as this worker's; and whether
         more are queued."""
         owned = keys.owned(self.owner) if self.owner else ""
         script_keys = [keys.UNACKED, keys.UNACKED_INDEX, keys.MALFORMED, owned]
-        args = [time.time(), len(self._queues), self.batch, *self._queues]
-        client = self.client
+        args: list[Any] = [time.time(), len(self._queues), self.batch, *self._queues]
+        self.wire  # noqa: B018 (connects first: a failure to connect leaves nothing to sweep)
         try:
-            reply = self._pop(
-                keys=[*script_keys, *self._wakes, *self._lists], args=args, client=client
-            )
+            reply = self._pop([*script_keys, *self._wakes, *self._lists], args)
         except (redis.ConnectionError, redis.TimeoutError):
             # The script may have run: what it recorded is swept back.
             self._mark_for_sweep()
@@ -162,7 +175,7 @@ class EventHop:
         script_keys = [keys.UNACKED, keys.UNACKED_INDEX, owned, *wakes, *lists]
         args = [len(wakes), len(plan.popped), self.bus.dedup_ttl, *args]
         try:
-            flags = self.bus.replica_acks.run_script(self.client, self._commit, script_keys, args)
+            flags = self._commit(script_keys, args, self.bus.replica_acks)
         except NotReplicated as exc:
             self._confirm(exc)
             flags = exc.replies[0] if exc.replies else []
@@ -305,6 +318,9 @@ class EventHop:
         if self._thread is not None:
             self._thread.join(timeout=self.wait_seconds + READ_MARGIN_SECONDS * 2)
             self._thread = None
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._client is not None:
             self._client.close()
             self._client = None

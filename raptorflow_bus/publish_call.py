@@ -35,6 +35,7 @@ from raptorflow_bus.envelope import Priority
 from raptorflow_bus.kombu_messages import wake_key
 from raptorflow_bus.metrics import WORKSPACE_SCOPE
 from raptorflow_bus.redis_store import METRICS_KEY, metric_field
+from raptorflow_bus.resp import bulk_text
 from raptorflow_bus.topology import PRIORITY_STEPS, PRIORITY_VALUES, priority_list
 
 if TYPE_CHECKING:
@@ -56,22 +57,6 @@ ALL, EACH = "all", "each"
 PUBLISHED, REFUSED, STALE, NOT_RUN = 1, 0, 2, 3
 
 _escape = json.encoder.encode_basestring_ascii  # json.dumps(str), without its checks
-
-
-def bulk(data: bytes) -> bytes:
-    """``data`` as a RESP bulk string."""
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def bulk_text(text: str) -> bytes:
-    return bulk(text.encode())
-
-
-def command(*args: bytes | str | int) -> bytes:
-    """A whole command as RESP, for the few the publisher sends besides the script."""
-    parts = [b"*%d\r\n" % len(args)]
-    parts += [bulk(a if isinstance(a, bytes) else str(a).encode()) for a in args]
-    return b"".join(parts)
 
 
 def _resp_number(i: int) -> bytes:
@@ -479,10 +464,6 @@ def _records(events: list[tuple[Shape, bytes]]) -> tuple[int, list[bytes]]:
     index); returns (number of arguments, RESP parts)."""
     nargs = 1 + sum(2 + len(shape.fields) + 2 * len(shape.lists) for shape, _ in events)
     return nargs, [_num(len(events)), *(text for _, text in events)]
-
-
-def load_command(source: str) -> bytes:
-    return command(b"SCRIPT", b"LOAD", source.encode())
 
 
 def text(value: Any) -> str:

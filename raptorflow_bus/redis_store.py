@@ -25,8 +25,10 @@ from raptorflow_bus.dlq_groups import (
     workspace_token,
 )
 from raptorflow_bus.errors import NotReplicated
+from raptorflow_bus.packed_script import PackedScript
 from raptorflow_bus.replica_acks import ReplicaAcks
 from raptorflow_bus.store import Counts, Position
+from raptorflow_bus.wire import Wire
 
 logger = logging.getLogger("bus")
 T = TypeVar("T")
@@ -55,15 +57,19 @@ class RedisStore:
         self.replica_acks = replica_acks or ReplicaAcks()
         self._dlq_put = scripts.register(client, "dlq_put")
         self._dlq_remove = scripts.register(client, "dlq_remove")
-        self._claim = scripts.register(client, "claim")
-        self._finish = scripts.register(client, "finish")
+        # Every handler run makes these two calls: packed, on a kept connection.
+        self._wire = Wire(client)
+        self._claim = PackedScript("claim", self._wire)
+        self._finish = PackedScript("finish", self._wire)
+
+    def close(self) -> None:
+        """Closes the kept connection (the client's pool is its owner's to close)."""
+        self._wire.close()
 
     def claim(self, task_id: str, counts: Counts, duplicate_counts: Counts) -> bool:
         dup = [x for (s, c), n in duplicate_counts.items() for x in (metric_field(s, c), n)]
         new = [x for (s, c), n in counts.items() for x in (metric_field(s, c), n)]
-        result = self._claim(
-            keys=[DONE_PREFIX + task_id, METRICS_KEY], args=[len(dup) // 2, *dup, *new]
-        )
+        result = self._claim([DONE_PREFIX + task_id, METRICS_KEY], [len(dup) // 2, *dup, *new])
         return bool(int(result))
 
     def finish(self, task_id: str, ttl_seconds: int, counts: Counts) -> None:
@@ -88,9 +94,7 @@ class RedisStore:
         try:
             _patiently(
                 deadline,
-                lambda: acks.run_script(
-                    self.client, self._finish, [done, METRICS_KEY], [ttl_seconds, *fields]
-                ),
+                lambda: self._finish([done, METRICS_KEY], [ttl_seconds, *fields], acks),
             )
             return
         except NotReplicated:

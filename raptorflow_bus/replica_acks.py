@@ -39,7 +39,11 @@ class ReplicaAcks:
         if not self.replicas:
             return list(pipe.execute())
         pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
-        results = list(pipe.execute())
+        return self.checked(list(pipe.execute()))
+
+    def checked(self, results: list[Any]) -> list[Any]:
+        """``results`` of some writes followed by WAIT's reply: the writes' own,
+        or ``NotReplicated`` carrying them."""
         acked = int(results.pop())
         if acked < self.replicas:
             raise NotReplicated(

@@ -13,7 +13,8 @@ other connection of the bus.
 The policy is redis-py's, kept: a connection error before any reply is retried
 once on a fresh connection (a pooled connection that died with a restart
 fails at once), a timeout is never retried, and a failed connection is
-dropped. A failure is raised as ``WireFailure`` with the replies that did
+dropped (``retry=False``: never retried, for a caller to whom a call that
+may have run matters). A failure is raised as ``WireFailure`` with the replies that did
 come, so the caller knows exactly which calls of a pipeline ran."""
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class Wire:
     """One connection kept for the emit path. A thread that finds it busy (another
     thread is emitting) takes a connection from the client's pool instead."""
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, retry: bool = True) -> None:
         self._pool: Any = client.connection_pool
+        self._attempts = (1, 2) if retry else (2,)
         self._pid = 0
         self._reset()
 
@@ -63,12 +65,12 @@ class Wire:
             try:
                 if self._conn is None:
                     self._conn = self._pool.make_connection()
-                return _exchange(self._conn, commands)
+                return _exchange(self._conn, commands, self._attempts)
             finally:
                 self._lock.release()
         conn = self._pool.get_connection()
         try:
-            return _exchange(conn, commands)
+            return _exchange(conn, commands, self._attempts)
         finally:
             self._pool.release(conn)
 
@@ -79,8 +81,8 @@ class Wire:
             conn.disconnect()
 
 
-def _exchange(conn: Any, commands: list[bytes]) -> list[Any]:
-    for attempt in (1, 2):
+def _exchange(conn: Any, commands: list[bytes], attempts: tuple[int, ...]) -> list[Any]:
+    for attempt in attempts:
         replies: list[Any] = []
         try:
             if conn._sock is None:

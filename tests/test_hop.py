@@ -76,6 +76,18 @@ def test_a_batch_of_events_is_two_script_calls_and_one_task_each(bus: Bus, hop: 
     assert bus.redis.llen(priority_list("research", 6)) == 0
 
 
+def test_after_a_server_forgot_the_scripts_the_hop_loads_them_and_hops_each_event_once(
+    bus: Bus, hop: EventHop
+) -> None:
+    ids = emit(bus, 1)
+    assert hop.step() is False
+    bus.redis.script_flush()  # what a restarted or promoted server knows
+    ids += emit(bus, 3)
+    assert hop.step() is False
+    assert sorted(queued_task_ids(bus)) == sorted(handler_task_id(i, "research.noop") for i in ids)
+    assert bus.redis.hlen(keys.UNACKED) == 0
+
+
 def test_a_backlog_goes_in_batches_and_the_pop_says_more_is_queued(bus: Bus, hop: EventHop) -> None:
     emit(bus, hop.batch + 5)
     assert hop.step() is True
