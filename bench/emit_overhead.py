@@ -1,10 +1,12 @@
 """What tracing costs on emit: an in-process loop of single emits on the eager
 bus (with no handler, and with one no-op handler) and on a real embedded Redis,
 with no tracer provider configured (the default) or with an SDK provider
-(``--traced``). Run it on two checkouts to compare; prints the mean cost of one
-emit in microseconds of wall time and of this process's CPU time (each the best
-of ``--rounds``; CPU time is the steadier on a shared machine, and leaves out
-the Redis server's own work); asserts nothing.
+(``--traced``), and one redis-py LPUSH round trip of the same size on the same
+Redis (the single-emit target's anchor). Run it on two checkouts to compare;
+prints the mean cost of one emit in microseconds of wall time and of this
+process's CPU time (each the best of ``--rounds``; CPU time is the steadier
+on a shared machine, and leaves out the Redis server's own work); asserts
+nothing.
 
     python bench/emit_overhead.py [--events 5000] [--rounds 5] [--traced]
 """
@@ -36,6 +38,22 @@ def per_emit_us(bus: Bus, events: int, rounds: int) -> tuple[float, float]:
     return wall, cpu
 
 
+def per_lpush_us(bus: Bus, body: str, events: int, rounds: int) -> tuple[float, float]:
+    """One redis-py LPUSH round trip of an envelope-sized value: the anchor of
+    issue 11's single-emit target, timed as the emits are."""
+    wall = cpu = float("inf")
+    client = bus.redis
+    for _ in range(rounds):
+        client.delete("bench:lpush")
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(events):
+            client.lpush("bench:lpush", body)
+        wall = min(wall, (time.perf_counter() - start) / events * 1e6)
+        cpu = min(cpu, (time.process_time() - start_cpu) / events * 1e6)
+    client.delete("bench:lpush")
+    return wall, cpu
+
+
 def noop(payload: Any) -> None:
     return None
 
@@ -55,6 +73,9 @@ def run(events: int, rounds: int) -> list[tuple[str, tuple[float, float]]]:
                 bus.redis.flushdb()
                 bus.declare_topology()
                 rows.append(("redis, published", per_emit_us(bus, events // 5, rounds)))
+                body = "x" * len(bus.prepare("signal.detected", SIGNAL, workspace_id="ws-1")[1])
+                anchor = per_lpush_us(bus, body, events // 5, rounds)
+                rows.append(("redis-py LPUSH (anchor)", anchor))
         finally:
             server.release()
     return rows
