@@ -156,6 +156,8 @@ def run(ctx: Context) -> None:
                             r[run_name][cpu] for r in data[name]["rounds"]
                         )
                 data[name][run_name] = stats
+    for name, side_data in data.items():
+        res.detail(SECTION, f"{name} rounds", side_data["rounds"])
     key = f"{SECTION}/"
     for run_name in runs:
         for name, side_data in data.items():
@@ -180,8 +182,6 @@ def run(ctx: Context) -> None:
                     note=f"redis {stats['redis_cpu_ms_per_event']:.2f} ms/event; rounds' median",
                 )
             res.detail(SECTION, f"{name} {run_name}", side_data[run_name])
-        for name, side_data in data.items():
-            res.detail(SECTION, f"{name} rounds", side_data["rounds"])
         if run_name != "one at a time":
             res.ratio(
                 SECTION,
