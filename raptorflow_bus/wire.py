@@ -13,9 +13,10 @@ other connection of the bus.
 The policy is redis-py's, kept: a connection error before any reply is retried
 once on a fresh connection (a pooled connection that died with a restart
 fails at once), a timeout is never retried, and a failed connection is
-dropped (``retry=False``: never retried, for a caller to whom a call that
-may have run matters). A failure is raised as ``WireFailure`` with the replies that did
-come, so the caller knows exactly which calls of a pipeline ran."""
+dropped. With ``retry=False`` nothing is retried: for a caller to whom a call
+that may have run matters (the event hop). A failure is raised as
+``WireFailure`` with the replies that did come, so the caller knows exactly
+which calls of a pipeline ran."""
 
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ def joined(commands: list[bytes]) -> list[bytes]:
 
 
 class Wire:
-    """One connection kept for the emit path. A thread that finds it busy (another
-    thread is emitting) takes a connection from the client's pool instead."""
+    """One connection kept for a hot path (the emit, the event hop, the handler
+    runs' scripts). A thread that finds it busy (another thread is using it)
+    takes a connection from the client's pool instead."""
 
     def __init__(self, client: redis.Redis[bytes], *, retry: bool = True) -> None:
         self._pool: Any = client.connection_pool
-        self._attempts = (1, 2) if retry else (2,)
+        self._attempts = 2 if retry else 1
         self._pid = 0
         self._reset()
 
@@ -81,8 +83,8 @@ class Wire:
             conn.disconnect()
 
 
-def _exchange(conn: Any, commands: list[bytes], attempts: tuple[int, ...]) -> list[Any]:
-    for attempt in attempts:
+def _exchange(conn: Any, commands: list[bytes], attempts: int) -> list[Any]:
+    for attempt in range(1, attempts + 1):
         replies: list[Any] = []
         try:
             if conn._sock is None:
@@ -96,7 +98,7 @@ def _exchange(conn: Any, commands: list[bytes], attempts: tuple[int, ...]) -> li
             return replies
         except redis.ConnectionError as exc:
             conn.disconnect()
-            if attempt == 2 or replies:
+            if attempt == attempts or replies:
                 raise WireFailure(exc, replies) from exc
         except redis.TimeoutError as exc:
             conn.disconnect()
