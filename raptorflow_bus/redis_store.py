@@ -57,10 +57,12 @@ class RedisStore:
         self.replica_acks = replica_acks or ReplicaAcks()
         self._dlq_put = scripts.register(client, "dlq_put")
         self._dlq_remove = scripts.register(client, "dlq_remove")
-        # Every handler run makes these two calls: packed, on a kept connection.
+        # Every handler run makes the claim and finish calls: packed, on a kept
+        # connection, as is every call that must wait for replica acks.
         self._wire = Wire(client)
         self._claim = PackedScript("claim", self._wire)
         self._finish = PackedScript("finish", self._wire)
+        self._put_one = PackedScript("dlq_put", self._wire)
 
     def close(self) -> None:
         """Closes the kept connection (the client's pool is its owner's to close)."""
@@ -132,11 +134,10 @@ class RedisStore:
         return out
 
     def dlq_put(self, letter: DeadLetter, capacity: int) -> list[str]:
-        evicted: list[Any] = self.replica_acks.run_script(
-            self.client,
-            self._dlq_put,
+        evicted: list[Any] = self._put_one(
             [DLQ_ENTRIES_KEY, DLQ_INDEX_KEY, METRICS_KEY, keys.DLQ_CELLS, keys.DLQ_GROUPS],
             self.put_args(letter, capacity, time.time()),
+            self.replica_acks,
         )
         return [e.decode() if isinstance(e, bytes) else str(e) for e in evicted]
 

@@ -72,26 +72,3 @@ class ReplicaAcks:
             except NotReplicated:
                 continue
         return False
-
-    def run_script(
-        self, client: redis.Redis[bytes], script: Any, keys: list[Any], args: list[Any]
-    ) -> Any:
-        """Call a redis-py ``Script``, followed by WAIT when replicas are
-        required. EVALSHA goes in the pipeline directly (a pipeline that knows
-        its scripts checks them with one more round trip on every call); a
-        server that has not seen the script (a restart, a promoted replica)
-        gets it loaded (its SHA1 is its text's, so it does not change) and the
-        pipeline runs again, which is safe because the script did not run."""
-        if not self.replicas:
-            return script(keys=keys, args=args, client=client)
-        try:
-            return self.execute(_evalsha(client, script.sha, keys, args))[0]
-        except redis.exceptions.NoScriptError:
-            client.execute_command("SCRIPT", "LOAD", script.script)
-            return self.execute(_evalsha(client, script.sha, keys, args))[0]
-
-
-def _evalsha(client: redis.Redis[bytes], sha: str, keys: list[Any], args: list[Any]) -> Any:
-    pipe = client.pipeline(transaction=False)
-    pipe.evalsha(sha, len(keys), *keys, *args)
-    return pipe
