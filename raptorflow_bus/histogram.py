@@ -3,8 +3,11 @@
 Every worker process and host adds to the same Redis fields, in the round
 trips a handler run already makes (claim, finish, retry, dead letter), so one
 scrape anywhere sees the whole deployment. A bucket is counted on its own (not
-cumulatively) so one observation is two increments plus the sum; the exporter
-makes the buckets cumulative, as Prometheus wants them."""
+cumulatively), so one observation is its bucket's increment and the sum, and
+the count is the buckets' total: no field of its own, which would be one more
+HINCRBY in each of those scripts per run (older data's ``count`` field equals
+that total, and is ignored). The exporter makes the buckets cumulative, as
+Prometheus wants them."""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from collections.abc import Mapping, Sequence
 # Prometheus's default buckets: handler runs and deliveries both span a few
 # milliseconds (a no-op on a warm worker) to seconds (an LLM call, a backlog).
 BOUNDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-COUNT = "count"
 SUM_MICROS = "sum_us"
 DURATION_SCOPE = "hist:duration:"
 LATENCY_SCOPE = "hist:latency:"
@@ -30,7 +32,6 @@ def observe(scope: str, seconds: float) -> dict[tuple[str, str], int]:
     index = next((i for i, bound in enumerate(BOUNDS) if seconds <= bound), len(BOUNDS))
     return {
         (scope, bucket_field(index)): 1,
-        (scope, COUNT): 1,
         (scope, SUM_MICROS): round(seconds * 1_000_000),
     }
 
@@ -40,7 +41,7 @@ class Histogram:
 
     def __init__(self, counters: Mapping[str, int]) -> None:
         self.buckets = [int(counters.get(bucket_field(i), 0)) for i in range(len(BOUNDS) + 1)]
-        self.count = int(counters.get(COUNT, 0))
+        self.count = sum(self.buckets)
         self.sum_seconds = int(counters.get(SUM_MICROS, 0)) / 1_000_000
 
     def cumulative(self) -> list[tuple[str, float]]:
