@@ -1,7 +1,7 @@
 """``raptorbus bench``: the bus and its anchors side by side, in one run on one
 broker, as a table and a JSON file with every figure and ratio.
 
-    raptorbus bench [--events N] [--json PATH] [--only publish,drain,...] [--quick]
+    raptorbus bench [--events N] [--json PATH] [--only publish,drain,...,floor] [--quick]
     python bench/run.py [same options]
 
 The broker is an embedded redis-server started for the run, or REDIS_URL /
@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 
 import redis
 
-from bench import drain, fanout_width, footprint, latency, publish, redis_work
+from bench import drain, fanout_width, floor, footprint, latency, publish, redis_work
 from bench.context import Context, Sizes
 from bench.report import Results, table, to_json, write_json
 from raptorflow_bus.embedded import EmbeddedRedis
@@ -47,6 +47,7 @@ SECTIONS: dict[str, Callable[[Context], None]] = {
     "fanout": fanout_width.run,
     "redis": redis_work.run,
     "footprint": footprint.run,
+    "floor": floor.run,
 }
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

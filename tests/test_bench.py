@@ -104,3 +104,46 @@ def test_a_ratio_whose_figure_is_missing_is_kept_without_a_value() -> None:
         "target": "<= 1.2",
         "met": None,
     }
+
+
+FLOOR_TIMES = [
+    "sync round trip (PING)",
+    "asyncio round trip (PING)",
+    "redis-py LPUSH round trip",
+    "LPUSH Redis time",
+    "prepare",
+    "emit",
+    "emit script Redis time",
+    "emit_many per event",
+    "emit_many script Redis time per event",
+    "prepare in a batch, per event",
+    "publish c=1",
+    "publish c=100 per event",
+    "publish c=100 script Redis time per event",
+    "emit floor",
+]
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+def test_quick_floor_bench_times_every_part_and_bounds_the_targets(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = bench(tmp_path, "--quick", "--only", "floor", "--json", str(out), timeout=100)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ratio LPUSH / emit floor" in result.stdout
+
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == {}
+    figures = doc["figures"]["floor"]
+    for name in FLOOR_TIMES:
+        value = figures[name]["value"]
+        assert isinstance(value, float) and value > 0, (name, figures[name])
+        assert figures[name]["unit"] == "us"
+    # Differences of two medians: present, of either sign.
+    for name in ("emit, beyond its floor", "asyncio - sync round trip", "publish c=1 - emit"):
+        assert isinstance(figures[name]["value"], float), name
+    for name in ("emit_many ceiling", "publish c=100 ceiling"):
+        assert figures[name]["value"] > 0 and figures[name]["unit"] == "events/s"
+    assert doc["ratios"]["floor"]["LPUSH / emit floor"]["value"] > 0
+    assert len(doc["details"]["floor"]["rounds"]["emit"]) == 1
+    assert set(doc["figures"]) == {"floor"}
