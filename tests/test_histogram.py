@@ -36,6 +36,10 @@ def test_buckets_read_back_cumulative_ending_at_the_count() -> None:
     assert hist.count == 5 and hist.sum_seconds == pytest.approx(102.041)
 
 
+def test_the_count_is_the_buckets_total_whatever_an_older_count_field_says() -> None:
+    assert Histogram({"b0": 2, "b3": 1, "count": 7, "sum_us": 10}).count == 3
+
+
 def test_quantiles_interpolate_within_the_bucket_like_histogram_quantile() -> None:
     hist = read(*[0.02] * 100)
     assert hist.quantile(0.5) == pytest.approx(0.0175)  # halfway through (0.01, 0.025]
