@@ -32,8 +32,9 @@ from urllib.parse import urlencode
 import redis
 
 from raptorflow_bus import keys
-from raptorflow_bus.embedded import free_port, redis_server_binary
+from raptorflow_bus.embedded import redis_server_binary
 from tests.faults.processes import RedisServer, wait_for
+from tests.ports import unused_port
 
 MASTER_NAME = "raptorbus"
 DOWN_AFTER_MS = 2000
@@ -105,7 +106,7 @@ class DataServer(RedisServer):
         super().__init__(home)
         self.replica_of = replica_of
         self.tls = tls
-        self.tls_port = free_port() if tls else None
+        self.tls_port = unused_port() if tls else None
 
     def command(self) -> list[str]:
         cmd = super().command()
@@ -175,10 +176,10 @@ class SentinelServer:
         self, home: Path, master_port: int, password: str | None, tls: Tls | None = None
     ) -> None:
         self.home = home
-        self.port = free_port()
+        self.port = unused_port()
         self.password = password
         self.tls = tls
-        self.tls_port = free_port() if tls else None
+        self.tls_port = unused_port() if tls else None
         self.process: subprocess.Popen[bytes] | None = None
         home.mkdir(parents=True, exist_ok=True)
         lines = [

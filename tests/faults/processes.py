@@ -17,7 +17,8 @@ from pathlib import Path
 import redis
 
 from raptorflow_bus import BusError
-from raptorflow_bus.embedded import free_port, redis_server_binary
+from raptorflow_bus.embedded import redis_server_binary
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GUILD = "council"
@@ -42,7 +43,7 @@ class RedisServer:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.port = free_port()
+        self.port = unused_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         home.mkdir(parents=True, exist_ok=True)
