@@ -27,31 +27,31 @@ from raptorflow_bus.testing import eager_bus
 SIGNAL = {"signal_id": "s-1", "source": "news", "topic": "ai", "strength": 0.9}
 
 
-def per_emit_us(bus: Bus, events: int, rounds: int) -> tuple[float, float]:
+def best_us(call: Callable[[], object], n: int, rounds: int) -> tuple[float, float]:
+    """Mean wall and CPU microseconds of one of ``n`` calls, each the best of
+    ``rounds`` rounds."""
     wall = cpu = float("inf")
     for _ in range(rounds):
         start, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(events):
-            bus.emit("signal.detected", SIGNAL, workspace_id="ws-1")
-        wall = min(wall, (time.perf_counter() - start) / events * 1e6)
-        cpu = min(cpu, (time.process_time() - start_cpu) / events * 1e6)
+        for _ in range(n):
+            call()
+        wall = min(wall, (time.perf_counter() - start) / n * 1e6)
+        cpu = min(cpu, (time.process_time() - start_cpu) / n * 1e6)
     return wall, cpu
+
+
+def per_emit_us(bus: Bus, events: int, rounds: int) -> tuple[float, float]:
+    return best_us(lambda: bus.emit("signal.detected", SIGNAL, workspace_id="ws-1"), events, rounds)
 
 
 def per_lpush_us(bus: Bus, body: str, events: int, rounds: int) -> tuple[float, float]:
     """One redis-py LPUSH round trip of an envelope-sized value: the anchor of
     issue 11's single-emit target, timed as the emits are."""
-    wall = cpu = float("inf")
     client = bus.redis
-    for _ in range(rounds):
+    try:
+        return best_us(lambda: client.lpush("bench:lpush", body), events, rounds)
+    finally:
         client.delete("bench:lpush")
-        start, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(events):
-            client.lpush("bench:lpush", body)
-        wall = min(wall, (time.perf_counter() - start) / events * 1e6)
-        cpu = min(cpu, (time.process_time() - start_cpu) / events * 1e6)
-    client.delete("bench:lpush")
-    return wall, cpu
 
 
 def noop(payload: Any) -> None:

@@ -62,10 +62,7 @@ def per_call(
     for _ in range(anchors.WARM_CALLS):
         call()
     ctx.client.config_resetstat()
-    start = time.perf_counter()
-    for _ in range(n):
-        call()
-    wall = (time.perf_counter() - start) / n * 1e6
+    wall = 1e6 / anchors.timed(n, call, warm=0)
     return wall, (redis_usec(ctx, name) / n if name else 0.0)
 
 
